@@ -1,0 +1,218 @@
+"""Settings: one pydantic-settings tree, loaded once at the edge and passed down.
+
+Precedence, highest first: explicit overrides (CLI flags), ``SHIPYARD_*`` environment
+variables (``__`` separates sections: ``SHIPYARD_BATCHING__MAX_WAIT_MS=5``), a
+``shipyard.toml`` file, defaults.
+
+Imports: spec, errors.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shipyard.errors import ConfigError
+
+__all__ = [
+    "BatchingSettings",
+    "LoggingSettings",
+    "RegistrySettings",
+    "RuntimeSettings",
+    "ServerSettings",
+    "Settings",
+    "default_home",
+    "load_settings",
+]
+
+
+def default_home() -> Path:
+    """``$SHIPYARD_HOME``, else ``~/.shipyard``."""
+    env = os.environ.get("SHIPYARD_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".shipyard"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class RegistrySettings(_Section):
+    """Where models are stored."""
+
+    metadata_url: str | None = None
+    """SQLAlchemy URL of the metadata database; default ``sqlite:///<home>/registry.db``."""
+    store_path: Path | None = None
+    """Folder of the content-addressed artifact store; default ``<home>/store``."""
+    busy_timeout_s: float = Field(30.0, gt=0)
+    """How long a writer waits for another writer's lock before failing."""
+
+
+class RuntimeSettings(_Section):
+    """How the engine runs models."""
+
+    intra_op_threads: int = Field(0, ge=0)
+    """Threads inside one operator (0 lets ONNX Runtime choose: one per core)."""
+    inter_op_threads: int = Field(1, ge=0)
+    """Threads running independent operators in parallel (0 lets ONNX Runtime choose)."""
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    """ONNX Runtime execution providers, in order of preference."""
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    """ONNX Runtime's online graph optimization level."""
+
+
+class BatchingSettings(_Section):
+    """Dynamic batching per model."""
+
+    max_batch_size: int = Field(32, ge=1)
+    """Most requests merged into one runtime call."""
+    max_wait_ms: float = Field(2.0, ge=0)
+    """How long the first request of a batch waits for company."""
+    max_queue_size: int = Field(256, ge=1)
+    """Requests queued past this are rejected as Overloaded (503)."""
+
+
+class ServerSettings(_Section):
+    """The inference server's listeners and limits."""
+
+    host: str = "127.0.0.1"
+    """Interface the public (inference) listener binds to."""
+    port: int = Field(8710, ge=0, le=65535)
+    """Public REST port (not 8000/8080/8501: those belong to other servers)."""
+    grpc_port: int = Field(8711, ge=0, le=65535)
+    """Public gRPC port."""
+    management_host: str = "127.0.0.1"
+    """Interface of the management listener (load/unload); loopback by default."""
+    management_port: int = Field(8712, ge=0, le=65535)
+    """Management REST port."""
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 past it)."""
+    max_json_depth: int = Field(32, ge=2)
+    """Deepest JSON nesting accepted in a request body."""
+    max_bytes_element_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    """Largest single BYTES element accepted."""
+    allow_nan: bool = True
+    """Accept NaN and Inf in numeric inputs."""
+    registry_poll_s: float = Field(2.0, ge=0)
+    """How often the server checks the registry for moved aliases (0 turns polling off)."""
+    memory_budget_bytes: int | None = Field(None, ge=1)
+    """Most bytes of model artifacts loaded at once; None means no limit."""
+    drain_timeout_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish."""
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> ServerSettings:
+        ports = [p for p in (self.port, self.grpc_port, self.management_port) if p]
+        if len(set(ports)) != len(ports):
+            raise ValueError(
+                "port, grpc_port and management_port must differ. "
+                f"Got {self.port}, {self.grpc_port}, {self.management_port} instead."
+            )
+        return self
+
+
+class LoggingSettings(_Section):
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level written."""
+    format: Literal["text", "json"] = "text"
+    """Text for people, JSON for log collectors."""
+    access_log: bool = True
+    """Write one line per request to the ``shipyard.access`` logger."""
+
+
+class Settings(BaseSettings):
+    """All of shipyard's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHIPYARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    home: Path = Field(default_factory=default_home)
+    """Root folder for the registry and logs (``SHIPYARD_HOME``)."""
+    registry: RegistrySettings = RegistrySettings()
+    """Where models are stored."""
+    runtime: RuntimeSettings = RuntimeSettings()
+    """How the engine runs models."""
+    batching: BatchingSettings = BatchingSettings()
+    """Dynamic batching defaults for every model."""
+    server: ServerSettings = ServerSettings()
+    """Server listeners and limits."""
+    logging: LoggingSettings = LoggingSettings()
+    """Log output."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    @property
+    def metadata_url(self) -> str:
+        """The metadata database URL, defaulted under ``home``."""
+        return self.registry.metadata_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def store_path(self) -> Path:
+        """The artifact store folder, defaulted under ``home``."""
+        return self.registry.store_path or self.home / "store"
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build Settings from defaults, a TOML file, the environment and explicit overrides.
+
+    Environment variables beat the file; overrides beat both. The file defaults to
+    ``./shipyard.toml`` when it exists.
+
+    Raises:
+        ConfigError: the file is unreadable or a value breaks a constraint.
+    """
+    file_values: dict[str, Any] = {}
+    path = config_file or (Path("shipyard.toml") if Path("shipyard.toml").is_file() else None)
+    if path is not None:
+        try:
+            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"Config file {str(path)!r} must exist. It was not found.",
+                hint="Pass an existing file with --config.",
+            ) from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"Config file {str(path)!r} must be valid TOML: {exc}") from exc
+    try:
+        env_only = Settings()
+        merged = _deep_merge(file_values, env_only.model_dump(exclude_unset=True))
+        merged = _deep_merge(merged, overrides or {})
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"Setting {where!r} is invalid: {first['msg']}.",
+            hint=f"Check SHIPYARD_{where.upper().replace('.', '__')} and your config file.",
+        ) from exc
