@@ -1,0 +1,233 @@
+"""The Python façade: what the CLI does, callable from a notebook, with in-memory models too.
+
+Example:
+    >>> import shipyard
+    >>> mv = shipyard.register(clf, name="iris", sample_input=X[:16])   # doctest: +SKIP
+    >>> shipyard.evaluate("iris", "iris.csv", target="species")          # doctest: +SKIP
+
+Each function opens the registry from settings (``$SHIPYARD_HOME``) unless one is passed.
+
+Imports: registry, convert, workflows, config, spec, errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shipyard.config import Settings, load_settings
+from shipyard.errors import DataNotFound, InvalidData
+from shipyard.spec import ModelRef, TaskType
+
+if TYPE_CHECKING:
+    from shipyard.registry import ModelRegistry, ModelVersion
+    from shipyard.workflows.evaluate import EvaluationResult
+    from shipyard.workflows.predict import PredictSummary
+
+__all__ = [
+    "evaluate",
+    "load_sample_input",
+    "open_registry",
+    "predict",
+    "register",
+]
+
+
+def open_registry(settings: Settings | None = None) -> ModelRegistry:
+    """Open (creating if needed) the registry named by ``settings`` (default: environment)."""
+    from shipyard.registry import ModelRegistry
+
+    return ModelRegistry.open(settings or load_settings())
+
+
+@contextlib.contextmanager
+def _registry(
+    registry: ModelRegistry | None, settings: Settings | None
+) -> Iterator[ModelRegistry]:
+    if registry is not None:
+        yield registry
+        return
+    reg = open_registry(settings)
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def load_sample_input(path: str | Path) -> Any:
+    """Read sample inputs for parity checks from ``.npy``, ``.npz``, ``.csv`` or ``.parquet``.
+
+    ``.npz`` gives a dict of named arrays; the others give one array. Pickled arrays are
+    refused (``allow_pickle=False``).
+
+    Raises:
+        DataNotFound: the file does not exist.
+        InvalidData: the file cannot be read as arrays.
+    """
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFound(f"Sample input file {str(p)!r} must exist. It was not found.")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(p, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        if suffix in (".csv", ".parquet", ".pq"):
+            import pyarrow as pa
+
+            if suffix == ".csv":
+                import pyarrow.csv as pacsv
+
+                tab: pa.Table = pacsv.read_csv(p)
+            else:
+                import pyarrow.parquet as pq
+
+                tab = pq.read_table(p)
+            return np.column_stack([c.to_numpy(zero_copy_only=False) for c in tab.columns])
+    except (ValueError, OSError) as exc:
+        raise InvalidData(
+            f"Sample input {str(p)!r} must be readable as arrays: {exc}",
+            hint="Save it with numpy.save (.npy) or numpy.savez (.npz).",
+        ) from exc
+    raise InvalidData(
+        f"Sample input must be .npy, .npz, .csv or .parquet. Got {suffix or 'no extension'!r} "
+        "instead."
+    )
+
+
+def register(
+    model: object | str | Path,
+    *,
+    name: str,
+    framework: str = "auto",
+    sample_input: Any = None,
+    task: TaskType | str | None = None,
+    class_labels: Sequence[Any] | None = None,
+    feature_names: Sequence[str] | None = None,
+    opset: int | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    allow_mismatch: bool = False,
+    trust_pickle: bool = False,
+    keep_source: bool = True,
+    description: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    actor: str | None = None,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> ModelVersion:
+    """Convert a model to ONNX, prove parity, and register it as a new version.
+
+    ``model`` is an in-memory model (scikit-learn, XGBoost, LightGBM, PyTorch, Keras) or a
+    path to a model file (``.onnx``, ``.keras``, ``.h5``, TorchScript ``.pt``, XGBoost
+    ``.json``, LightGBM ``.txt``; pickles only with ``trust_pickle=True``). The new version
+    becomes the model's ``default`` alias.
+
+    Returns:
+        The registered version.
+
+    Raises:
+        InvalidName: ``name`` breaks the naming rules.
+        UnsupportedModel: the framework cannot be converted.
+        ParityCheckFailed: ONNX outputs differ beyond ``atol``/``rtol`` (nothing is stored).
+        MissingDependency: the framework's extra is not installed.
+        UnsafeArtifact: a pickle without ``trust_pickle``, or an ONNX file reaching outside
+            its folder.
+    """
+    from shipyard.convert import convert
+
+    ModelRef.parse(name)  # validate before doing any work
+    if isinstance(sample_input, str | Path):
+        sample_input = load_sample_input(sample_input)
+    with tempfile.TemporaryDirectory(prefix="shipyard-convert-") as workdir:
+        result = convert(
+            model,
+            workdir=Path(workdir),
+            framework=framework,
+            sample_input=sample_input,
+            task=task,
+            class_labels=class_labels,
+            feature_names=feature_names,
+            opset=opset,
+            atol=atol,
+            rtol=rtol,
+            allow_mismatch=allow_mismatch,
+            trust_pickle=trust_pickle,
+        )
+        files: dict[str, Path] = {"model.onnx": result.onnx_path}
+        if keep_source and result.source_path is not None and result.source_path.is_file():
+            files["source"] = result.source_path
+        with _registry(registry, settings) as reg:
+            return reg.register(
+                name,
+                result.new_version,
+                files,
+                actor=actor,
+                metrics=dict(metrics) if metrics else None,
+                description=description,
+                tags=tags,
+            )
+
+
+def evaluate(
+    ref: str | ModelRef,
+    data: str | Path,
+    *,
+    target: str | None = None,
+    store: bool = True,
+    actor: str | None = None,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> EvaluationResult:
+    """Run a registered version on a labelled dataset and compute its quality metrics.
+
+    Classification: accuracy, precision, recall, F1 (macro and per class), confusion matrix.
+    Regression: MAE, RMSE, R². With ``store`` the metrics are saved on the version.
+
+    Raises:
+        NotFoundError: unknown ref or data file.
+        InvalidData: the data does not fit the model.
+    """
+    from shipyard.workflows.evaluate import evaluate as _evaluate
+
+    settings = settings or load_settings()
+    with _registry(registry, settings) as reg:
+        return _evaluate(
+            reg,
+            ref,
+            Path(data),
+            target=target,
+            runtime_settings=settings.runtime,
+            store=store,
+            actor=actor,
+        )
+
+
+def predict(
+    ref: str | ModelRef,
+    data: str | Path,
+    out: str | Path,
+    *,
+    batch_size: int = 1024,
+    progress: Callable[[int], None] | None = None,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> PredictSummary:
+    """Score a whole file (CSV, Parquet, ``.npz``) in batches and write the predictions.
+
+    Raises:
+        NotFoundError: unknown ref or data file.
+        InvalidData: the data does not fit the model.
+    """
+    from shipyard.workflows.predict import predict_file
+
+    with _registry(registry, settings) as reg:
+        return predict_file(reg, ref, Path(data), Path(out), batch_size=batch_size, progress=progress)

@@ -1,0 +1,138 @@
+"""``shipyard quickstart``: the whole path that exists today, on tiny models trained here.
+
+Trains a classifier (iris) and a regressor (diabetes) from datasets that scikit-learn ships,
+registers them (conversion to ONNX with a parity proof), evaluates them, moves aliases,
+rolls one back, scores a file offline, and prints what to try next.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shipyard.cli import _output as out
+
+
+def _write_csv(path: Path, columns: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(pa.table(columns), path)
+
+
+def _step(n: int, text: str) -> None:
+    click.secho(f"\n[{n}] {text}", bold=True, fg="cyan")
+
+
+@click.command()
+@click.option("--seed", default=0, show_default=True, help="Random seed for the data split.")
+@click.pass_context
+def quickstart(ctx: click.Context, seed: int) -> None:
+    """Train tiny models, then register, convert, evaluate, alias, roll back and score them."""
+    from shipyard.api import evaluate, open_registry, predict, register
+    from shipyard.cli.evaluate import render_evaluation
+    from shipyard.errors import MissingDependency
+
+    try:
+        import numpy as np
+        from sklearn.datasets import load_diabetes, load_iris
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.model_selection import train_test_split
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError as exc:
+        raise MissingDependency(
+            "The quickstart needs scikit-learn, which is not installed.",
+            hint="pip install 'shipyard[sklearn]'",
+        ) from exc
+
+    settings = ctx.find_root().obj.settings()
+    work = settings.home / "quickstart"
+    click.secho(f"shipyard quickstart: registry at {settings.home}", bold=True)
+
+    _step(1, "Train two tiny models on datasets that ship with scikit-learn")
+    iris = load_iris()
+    feats = [n.replace(" (cm)", "").replace(" ", "_") for n in iris.feature_names]
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        iris.data.astype(np.float32), iris.target, test_size=0.4, random_state=seed, stratify=iris.target
+    )
+    clf_v1 = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=500)).fit(x_tr, y_tr)
+    clf_v2 = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=500)).fit(x_tr, y_tr)
+    diab = load_diabetes()
+    d_tr, d_te, t_tr, t_te = train_test_split(
+        diab.data.astype(np.float32), diab.target, test_size=0.3, random_state=seed
+    )
+    reg_model = Ridge(alpha=0.1).fit(d_tr, t_tr)
+    click.echo("  iris: 2 logistic-regression pipelines; diabetes: a ridge regressor")
+
+    iris_test = work / "iris_test.csv"
+    _write_csv(iris_test, {**{f: x_te[:, i] for i, f in enumerate(feats)}, "species": y_te})
+    diab_test = work / "diabetes_test.csv"
+    _write_csv(diab_test, {**{f"x{i}": d_te[:, i] for i in range(d_te.shape[1])}, "target": t_te})
+
+    reg = open_registry(settings)
+    try:
+        _step(2, "Register them: convert to ONNX and prove numeric parity with the original")
+        for model, name in ((clf_v1, "iris"), (clf_v2, "iris"), (reg_model, "diabetes")):
+            sample = x_tr[:32] if name == "iris" else d_tr[:32]
+            mv = register(
+                model,
+                name=name,
+                sample_input=sample,
+                feature_names=feats if name == "iris" else None,
+                registry=reg,
+                description="quickstart",
+            )
+            p = mv.manifest.parity
+            assert p is not None
+            click.echo(
+                f"  {mv.ref}: {mv.manifest.task.task.value}, parity max abs error "
+                f"{p.max_abs_error:.2e} (atol {p.atol}), label agreement "
+                f"{p.label_agreement if p.label_agreement is not None else '-'}"
+            )
+
+        _step(3, "Evaluate each iris version on held-out data (metrics are stored on the version)")
+        for ref in ("iris:1", "iris:2"):
+            render_evaluation(evaluate(ref, iris_test, target="species", registry=reg, settings=settings))
+        render_evaluation(evaluate("diabetes", diab_test, target="target", registry=reg, settings=settings))
+
+        _step(4, "Aliases: put version 1 in prod, promote version 2, then roll back")
+        reg.promote("iris:1", "prod")
+        click.echo("  iris@prod -> 1")
+        reg.promote("iris:2", "prod")
+        click.echo("  iris@prod -> 2   (promoted)")
+        back = reg.rollback("iris", "prod")
+        click.echo(f"  iris@prod -> {back.version}   (rolled back: one command)")
+
+        _step(5, "Score a whole file offline with iris@prod")
+        preds = work / "iris_predictions.csv"
+        summary = predict("iris@prod", iris_test, preds, registry=reg, settings=settings)
+        click.echo(f"  wrote {summary.rows} rows to {preds}")
+
+        _step(6, "The registry now holds")
+        out.table(
+            None,
+            ["name", "latest", "versions", "aliases"],
+            [
+                (s.name, s.latest_version, s.n_versions, " ".join(f"{a}->{v}" for a, v in sorted(s.aliases.items())))
+                for s in reg.list_models()
+            ],
+        )
+    finally:
+        reg.close()
+
+    env = f"SHIPYARD_HOME={settings.home} " if "SHIPYARD_HOME" in __import__("os").environ else ""
+    click.secho("\nWhat to try next:", bold=True)
+    for cmd in (
+        f"{env}shipyard models list",
+        f"{env}shipyard models show iris@prod",
+        f"{env}shipyard models history iris",
+        f"{env}shipyard evaluate iris:2 --data {iris_test} --target species --json",
+        f"{env}shipyard predict iris --data {iris_test} --out /tmp/preds.parquet",
+        f"{env}shipyard models export iris@prod --out /tmp/iris.tar.gz",
+        f"{env}shipyard models verify",
+    ):
+        click.echo(f"  {cmd}")
