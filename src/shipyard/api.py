@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.config import Settings, load_settings
+from shipyard.config import Settings, load_settings, with_overrides
 from shipyard.errors import DataNotFound, InvalidData
 from shipyard.spec import ModelRef, TaskType
 
@@ -33,6 +33,7 @@ __all__ = [
     "open_registry",
     "predict",
     "register",
+    "serve",
 ]
 
 
@@ -231,3 +232,37 @@ def predict(
 
     with _registry(registry, settings) as reg:
         return predict_file(reg, ref, Path(data), Path(out), batch_size=batch_size, progress=progress)
+
+
+def serve(
+    refs: Sequence[str],
+    *,
+    settings: Settings | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    grpc_port: int | None = None,
+    management_port: int | None = None,
+) -> None:
+    """Serve registered models over REST (OIP V2) and gRPC until SIGTERM/SIGINT.
+
+    ``refs`` are ``name``, ``name:3`` or ``name@prod``; several models and several versions
+    of one model can be served at once. Blocks until the server stops.
+
+    Raises:
+        ConfigError: bad settings (for example clashing ports).
+    """
+    from shipyard.server.runner import run_server
+
+    overrides: dict[str, Any] = {}
+    for key, value in (
+        ("host", host),
+        ("port", port),
+        ("grpc_port", grpc_port),
+        ("management_port", management_port),
+    ):
+        if value is not None:
+            overrides[key] = value
+    base = settings or load_settings()
+    if overrides:
+        base = with_overrides(base, {"server": overrides})
+    run_server(list(refs), base)

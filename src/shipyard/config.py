@@ -28,6 +28,7 @@ __all__ = [
     "Settings",
     "default_home",
     "load_settings",
+    "with_overrides",
 ]
 
 
@@ -206,13 +207,32 @@ def load_settings(
             raise ConfigError(f"Config file {str(path)!r} must be valid TOML: {exc}") from exc
     try:
         env_only = Settings()
-        merged = _deep_merge(file_values, env_only.model_dump(exclude_unset=True))
-        merged = _deep_merge(merged, overrides or {})
-        return Settings.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"Setting {where!r} is invalid: {first['msg']}.",
-            hint=f"Check SHIPYARD_{where.upper().replace('.', '__')} and your config file.",
-        ) from exc
+        raise _config_error(exc) from exc
+    merged = _deep_merge(file_values, env_only.model_dump(exclude_unset=True))
+    return _validate(_deep_merge(merged, overrides or {}))
+
+
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """A copy of ``settings`` with nested ``overrides`` applied and validated.
+
+    Raises:
+        ConfigError: a value breaks a constraint.
+    """
+    return _validate(_deep_merge(settings.model_dump(), overrides))
+
+
+def _validate(values: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise _config_error(exc) from exc
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return ConfigError(
+        f"Setting {where!r} is invalid: {first['msg']}.",
+        hint=f"Check SHIPYARD_{where.upper().replace('.', '__')} and your config file.",
+    )

@@ -12,6 +12,7 @@ ShipyardError
 ├── ConversionError ─ UnsupportedModel, ParityCheckFailed
 ├── IntegrityError ─ ArtifactCorrupted
 ├── RuntimeLoadError, InferenceError, ModelNotReady
+├── CapacityExceeded (memory budget)
 └── Overloaded (queue full), DeadlineExceeded, PayloadTooLarge
 ```
 
@@ -28,6 +29,7 @@ __all__ = [
     "AliasInUse",
     "AliasNotFound",
     "ArtifactCorrupted",
+    "CapacityExceeded",
     "ConfigError",
     "ConflictError",
     "ConversionError",
@@ -234,6 +236,12 @@ class ModelNotReady(ShipyardError):
     """The model is loading, failed to load, or was unloaded."""
 
     code = "model-not-ready"
+
+
+class CapacityExceeded(ShipyardError):
+    """A load would exceed the memory budget for loaded models."""
+
+    code = "capacity-exceeded"
 
 
 class Overloaded(ShipyardError):

@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("shipyard.cli.evaluate", "evaluate", "Measure a version's quality on a dataset."),
     "predict": ("shipyard.cli.predict", "predict", "Score a whole data file offline."),
     "quickstart": ("shipyard.cli.quickstart", "quickstart", "Run the whole path on tiny models."),
+    "serve": ("shipyard.cli.serve", "serve", "Serve models over REST (OIP V2) and gRPC."),
 }
 
 

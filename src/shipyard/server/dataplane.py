@@ -1,0 +1,465 @@
+"""DataPlane: protocol-agnostic request handling that REST, gRPC and TF Serving all call.
+
+It owns the routes (which model version a name answers with), the per-version batchers,
+hot swap (load and warm the new version, switch the route, drain and unload the old one),
+readiness, and metadata. Endpoints only translate wire formats; no HTTP types here.
+
+Imports: runtime (pool), batching, monitoring, config, spec, errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shipyard.batching.batcher import DynamicBatcher
+from shipyard.batching.tensors import shape_key, split, stack
+from shipyard.config import BatchingSettings, Settings
+from shipyard.errors import (
+    ModelNotFound,
+    ModelNotReady,
+    ShipyardError,
+    SignatureMismatch,
+    VersionNotFound,
+)
+from shipyard.monitoring.metrics import ModelMetrics, ServerMetrics
+from shipyard.spec import DType, ModelRef
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from shipyard.runtime.pool import LoadedModel, ModelPool
+
+    Arrays = dict[str, npt.NDArray[Any]]
+
+__all__ = ["DataPlane", "ModelState", "ServedModel"]
+
+logger = logging.getLogger(__name__)
+
+PLATFORM = "onnx_onnxv1"
+
+
+@dataclass(slots=True)
+class ModelState:
+    """What the server knows about one configured ref (for readiness and the index)."""
+
+    ref: str
+    state: str = "LOADING"  # LOADING | READY | UNAVAILABLE | UNLOADED
+    reason: str = ""
+    version: int | None = None
+
+
+class ServedModel:
+    """One loaded version as the server serves it: runtime, batcher, metrics, checks."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        batching: BatchingSettings,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.version = loaded.version
+        self.version_str = str(loaded.version)
+        self.manifest = loaded.manifest
+        self.signature = loaded.manifest.signature
+        self.runtime = loaded.runtime
+        self.inflight = 0
+        self.retired = False
+        self._metrics = metrics
+        self._by_protocol: dict[str, ModelMetrics] = {}
+        self._inputs = {s.name: s for s in self.signature.inputs}
+        self._input_dtypes = {
+            s.name: (None if s.dtype is DType.BYTES else s.dtype.to_numpy())
+            for s in self.signature.inputs
+        }
+        self.output_names = tuple(s.name for s in self.signature.outputs)
+        batchable = batching.max_batch_size > 1 and all(
+            len(s.shape) >= 1 and s.shape[0] is None
+            for s in (*self.signature.inputs, *self.signature.outputs)
+        )
+        self.batcher: DynamicBatcher[Arrays, Arrays] | None = (
+            DynamicBatcher(
+                self._run_batch,
+                batching,
+                on_batch=self._on_batch,
+            )
+            if batchable
+            else None
+        )
+
+    def metrics(self, protocol: str) -> ModelMetrics:
+        """Bound metric children for a protocol (cached)."""
+        found = self._by_protocol.get(protocol)
+        if found is None:
+            found = self._metrics.for_model(self.name, self.version_str, protocol)
+            self._by_protocol[protocol] = found
+        return found
+
+    def _on_batch(self, size: int, wait_s: float, run_s: float) -> None:
+        self.metrics("batch").batch_size.observe(size)
+
+    def check(self, inputs: Arrays) -> Arrays:
+        """Validate names, dtypes (safe casts) and shapes against the signature.
+
+        Raises:
+            SignatureMismatch: with the expected and received names, dtype or shape.
+        """
+        specs = self._inputs
+        if len(inputs) != len(specs) or any(name not in specs for name in inputs):
+            raise SignatureMismatch(
+                f"Inputs must be {sorted(specs)}. Got {sorted(inputs)} instead.",
+                hint="See the model's metadata for its input names.",
+            )
+        out: Arrays = {}
+        for name, arr in inputs.items():
+            spec = specs[name]
+            shape = arr.shape
+            if len(shape) != len(spec.shape) or any(
+                want is not None and want != got for want, got in zip(spec.shape, shape, strict=True)
+            ):
+                want_s = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
+                raise SignatureMismatch(
+                    f"Input {name!r} must have shape {want_s}. Got {tuple(shape)} instead.",
+                )
+            want_dtype = self._input_dtypes[name]
+            if want_dtype is None:
+                if arr.dtype.kind not in ("O", "S", "U"):
+                    raise SignatureMismatch(
+                        f"Input {name!r} must be BYTES. Got {arr.dtype.name} instead."
+                    )
+            elif arr.dtype != want_dtype:
+                if arr.dtype.kind in ("O", "S", "U") or (
+                    arr.dtype.kind == "f" and want_dtype.kind in ("i", "u", "b")
+                ):
+                    raise SignatureMismatch(
+                        f"Input {name!r} must be {spec.dtype.value}. Got {arr.dtype.name} instead."
+                    )
+                arr = arr.astype(want_dtype)
+            out[name] = arr
+        return out
+
+    def run(self, inputs: Arrays) -> Arrays:
+        """Run one request inline (no batching)."""
+        return self.runtime.predict(inputs)
+
+    def _run_batch(self, items: list[Arrays]) -> list[Arrays]:
+        if len(items) == 1:
+            return [self.runtime.predict(items[0])]
+        merged, offsets = stack(items)
+        return split(self.runtime.predict(merged), offsets)
+
+
+@dataclass
+class _Route:
+    ref: str
+    key: tuple[str, int]
+    pinned: bool  # a ref with an explicit version never moves
+    state: ModelState = field(default_factory=lambda: ModelState(ref=""))
+
+
+class DataPlane:
+    """Routes requests to loaded versions; loads, swaps and unloads them.
+
+    A route is named by what a client sends as the model name: the bare model name (the
+    first configured ref of that model, usually its ``default`` alias) or the ref text
+    itself (``iris@prod``, ``iris:3``). A request that names a version explicitly is served
+    by that version if it is loaded.
+    """
+
+    def __init__(
+        self, pool: ModelPool, settings: Settings, metrics: ServerMetrics | None = None
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.metrics = metrics or ServerMetrics()
+        self._served: dict[tuple[str, int], ServedModel] = {}
+        self._routes: dict[str, _Route] = {}
+        self._states: dict[str, ModelState] = {}
+        self._lock = asyncio.Lock()
+        self._poll_task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # ---- lookup (hot path: sync, dictionary lookups only) -------------------------------
+
+    def lookup(self, name: str, version: str | None = None) -> ServedModel:
+        """The served version for a model name (and optional version string).
+
+        Raises:
+            ModelNotFound: no route of that name.
+            VersionNotFound: the version is not loaded.
+            ModelNotReady: the model is configured but not (yet) loaded.
+        """
+        if version:
+            base = name.split("@", 1)[0].split(":", 1)[0]
+            try:
+                key = (base, int(version))
+            except ValueError:
+                raise VersionNotFound(
+                    f"A version must be a positive integer. Got {version!r} instead."
+                ) from None
+            served = self._served.get(key)
+            if served is None or served.retired:
+                if base not in self._names():
+                    raise self._unknown(base)
+                raise VersionNotFound(
+                    f"Version {version} of model {base!r} must be loaded to serve it. It is not.",
+                    hint=f"Loaded versions: {self.versions(base)}; load others through the "
+                    "management API (POST /v2/repository/models/NAME/load).",
+                )
+            return served
+        route = self._routes.get(name)
+        if route is None:
+            state = self._states.get(name)
+            if state is not None:
+                raise ModelNotReady(
+                    f"Model {name!r} must be loaded to serve requests. It is {state.state}"
+                    + (f": {state.reason}" if state.reason else "."),
+                )
+            raise self._unknown(name)
+        served = self._served.get(route.key)
+        if served is None:  # pragma: no cover - a route always points at a served version
+            raise ModelNotReady(f"Model {name!r} must be loaded to serve requests. It is not.")
+        return served
+
+    def _names(self) -> set[str]:
+        return {key[0] for key in self._served}
+
+    def _unknown(self, name: str) -> ModelNotFound:
+        served = sorted(self._routes)
+        return ModelNotFound(
+            f"Model {name!r} must be one the server serves. It is not.",
+            hint=f"Served models: {', '.join(served) or 'none'}.",
+        )
+
+    def versions(self, name: str) -> list[str]:
+        """Loaded versions of a model, as strings."""
+        return sorted(
+            (str(v) for (n, v), s in self._served.items() if n == name and not s.retired), key=int
+        )
+
+    # ---- inference ----------------------------------------------------------------------
+
+    async def infer(
+        self,
+        model: ServedModel,
+        inputs: Arrays,
+        *,
+        deadline: float | None = None,
+    ) -> Arrays:
+        """Run one request through the model's batcher (or inline when it cannot batch).
+
+        ``deadline`` is on the batcher's clock (monotonic seconds).
+
+        Raises:
+            SignatureMismatch: inputs do not fit the signature.
+            Overloaded: the model's queue is full.
+            DeadlineExceeded: the deadline passed before the request ran.
+            InferenceError: the engine failed.
+        """
+        checked = model.check(inputs)
+        model.inflight += 1
+        try:
+            batcher = model.batcher
+            if batcher is None:
+                return model.run(checked)
+            return await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+        finally:
+            model.inflight -= 1
+
+    # ---- metadata and readiness ---------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True when every configured ref is loaded."""
+        return all(s.state == "READY" for s in self._states.values())
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """True when the named model (version) can serve requests now."""
+        try:
+            self.lookup(name, version)
+        except ShipyardError:
+            return False
+        return True
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """OIP model metadata (`$metadata_model_response`)."""
+        served = self.lookup(name, version)
+        sig = served.signature
+        return {
+            "name": name.split("@", 1)[0].split(":", 1)[0] if version else name,
+            "versions": self.versions(served.name),
+            "platform": PLATFORM,
+            "inputs": [
+                {"name": t.name, "datatype": t.dtype.value, "shape": t.wire_shape()}
+                for t in sig.inputs
+            ],
+            "outputs": [
+                {"name": t.name, "datatype": t.dtype.value, "shape": t.wire_shape()}
+                for t in sig.outputs
+            ],
+        }
+
+    def index(self) -> list[dict[str, str]]:
+        """The model repository index: every configured ref and loaded version with state."""
+        rows: list[dict[str, str]] = []
+        for state in self._states.values():
+            rows.append(
+                {
+                    "name": ModelRef.parse(state.ref).name if _parses(state.ref) else state.ref,
+                    "version": "" if state.version is None else str(state.version),
+                    "state": state.state,
+                    "reason": state.reason,
+                }
+            )
+        return rows
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, refs: Sequence[str]) -> None:
+        """Load every ref (concurrently); a failure is recorded and does not stop the rest."""
+        await asyncio.gather(*(self.load(ref) for ref in refs), return_exceptions=True)
+        interval = self.settings.server.registry_poll_s
+        if interval > 0 and self._poll_task is None:
+            self._poll_task = asyncio.create_task(self._poll(interval))
+
+    async def load(self, ref: str) -> ModelState:
+        """Load a ref and route its name to it; never raises for a failed load (see state)."""
+        route_name = _route_name(ref)
+        state = self._states.setdefault(route_name, ModelState(ref=ref))
+        state.ref = ref
+        try:
+            parsed = ModelRef.parse(ref)
+            loaded = await asyncio.to_thread(self.pool.load, ref)
+        except ShipyardError as exc:
+            state.state, state.reason = "UNAVAILABLE", f"{exc.code}: {exc.message}"
+            logger.error("Could not load %s: %s", ref, exc.message)
+            raise
+        await self._install(route_name, ref, loaded, pinned=parsed.version is not None)
+        state.state, state.reason, state.version = "READY", "", loaded.version
+        return state
+
+    async def _install(self, route_name: str, ref: str, loaded: LoadedModel, pinned: bool) -> None:
+        async with self._lock:
+            key = loaded.key
+            served = self._served.get(key)
+            if served is None or served.retired:
+                served = ServedModel(loaded, self.settings.batching, self.metrics)
+                if served.batcher is not None:
+                    await served.batcher.start()
+                self._served[key] = served
+                self.metrics.loaded.labels(key[0], str(key[1])).set(1)
+                self.metrics.load_seconds.labels(key[0], str(key[1])).observe(loaded.load_seconds)
+            old = self._routes.get(route_name)
+            self._routes[route_name] = _Route(ref=ref, key=key, pinned=pinned)
+            # the bare model name follows its first configured ref
+            base = key[0]
+            if base != route_name and base not in self._routes:
+                self._routes[base] = self._routes[route_name]
+            elif base != route_name and self._routes[base].ref == ref:
+                self._routes[base] = self._routes[route_name]
+            if old is not None and old.key != key:
+                logger.info("Route %s: %s:%s -> %s:%s", route_name, *old.key, *key)
+                self._maybe_retire(old.key)
+
+    def _maybe_retire(self, key: tuple[str, int]) -> None:
+        if any(r.key == key for r in self._routes.values()):
+            return
+        served = self._served.get(key)
+        if served is None:
+            return
+        served.retired = True
+        task = asyncio.create_task(self._retire(served))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, served: ServedModel) -> None:
+        deadline = time.monotonic() + self.settings.server.drain_timeout_s
+        while served.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if served.batcher is not None:
+            await served.batcher.aclose()
+        if self._served.get(served.loaded.key) is served:
+            del self._served[served.loaded.key]
+        await asyncio.to_thread(self.pool.unload, served.name, served.version)
+        self.metrics.loaded.labels(served.name, served.version_str).set(0)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving a route (or every route of a model) and unload what it pointed at.
+
+        Raises:
+            ModelNotFound: nothing of that name is served.
+        """
+        async with self._lock:
+            names = [n for n, r in self._routes.items() if n == name or r.key[0] == name]
+            if not names and name not in self._states:
+                raise self._unknown(name)
+            keys = {self._routes[n].key for n in names}
+            for n in names:
+                del self._routes[n]
+            for n in [n for n in self._states if n == name or _model_of(n) == name]:
+                self._states[n].state = "UNLOADED"
+                self._states[n].reason = "unloaded through the management API"
+            for key in keys:
+                self._maybe_retire(key)
+        await asyncio.gather(*list(self._retiring))
+
+    async def refresh(self) -> None:
+        """Re-resolve every alias route; load, warm and switch to versions that moved."""
+        for route_name, route in list(self._routes.items()):
+            if route.pinned or route_name != _route_name(route.ref):
+                continue
+            try:
+                target = await asyncio.to_thread(self.pool.resolve, route.ref)
+            except ShipyardError as exc:
+                logger.warning("Could not resolve %s: %s", route.ref, exc.message)
+                continue
+            if target != route.key:
+                logger.info("Alias %s moved to version %s; loading it", route.ref, target[1])
+                with contextlib.suppress(ShipyardError):
+                    await self.load(route.ref)
+
+    async def _poll(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:  # the poller must survive anything; it is logged
+                logger.exception("Registry poll failed")
+
+    async def aclose(self) -> None:
+        """Stop polling, drain every batcher, unload everything."""
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+            self._poll_task = None
+        for served in list(self._served.values()):
+            if served.batcher is not None:
+                await served.batcher.aclose()
+        await asyncio.gather(*list(self._retiring))
+        self._served.clear()
+        self._routes.clear()
+        await asyncio.to_thread(self.pool.close)
+
+
+def _parses(ref: str) -> bool:
+    try:
+        ModelRef.parse(ref)
+    except ShipyardError:
+        return False
+    return True
+
+
+def _model_of(route_name: str) -> str:
+    return route_name.split("@", 1)[0].split(":", 1)[0]
+
+
+def _route_name(ref: str) -> str:
+    """The name clients use for a ref: the bare name for `name`, else the ref text."""
+    return ref

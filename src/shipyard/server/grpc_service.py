@@ -1,0 +1,316 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), on grpc.aio.
+
+Wire-compatible with the Triton and KServe clients (see ``grpc/inference.proto``).
+Tensors travel as ``raw_input_contents``/``raw_output_contents`` (little-endian, row-major;
+BYTES as 4-byte length prefixes) or as typed ``contents``; outputs are always sent raw,
+which every OIP client reads and which costs no per-element protobuf allocation.
+
+Imports: L0–L4, grpc, the server's own modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from shipyard import __version__
+from shipyard.errors import InvalidInputError, PayloadTooLarge, ShipyardError
+from shipyard.server.dataplane import DataPlane
+from shipyard.server.errors import status_for
+from shipyard.server.grpc import inference_pb2 as pb
+from shipyard.server.grpc import inference_pb2_grpc as pb_grpc
+from shipyard.spec import DType
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from shipyard.config import Settings
+
+__all__ = ["InferenceServicer", "start_grpc_server"]
+
+logger = logging.getLogger(__name__)
+
+_GRPC_CODE = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ALREADY_EXISTS,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+_CONTENTS_FIELD = {
+    DType.BOOL: "bool_contents",
+    DType.INT8: "int_contents",
+    DType.INT16: "int_contents",
+    DType.INT32: "int_contents",
+    DType.INT64: "int64_contents",
+    DType.UINT8: "uint_contents",
+    DType.UINT16: "uint_contents",
+    DType.UINT32: "uint_contents",
+    DType.UINT64: "uint64_contents",
+    DType.FP32: "fp32_contents",
+    DType.FP64: "fp64_contents",
+    DType.BYTES: "bytes_contents",
+}
+
+
+def _dtype(name: str) -> DType:
+    try:
+        return DType(name)
+    except ValueError:
+        raise InvalidInputError(
+            f"A datatype must be one of {[d.value for d in DType]}. Got {name!r} instead."
+        ) from None
+
+
+def _count(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        if d < 0:
+            raise InvalidInputError(f"Shape dimensions must be >= 0. Got {list(shape)} instead.")
+        n *= int(d)
+    return n
+
+
+def decode_bytes_raw(raw: bytes, count: int) -> npt.NDArray[Any]:
+    """Parse ``count`` length-prefixed BYTES elements; lengths that lie are refused."""
+    out = np.empty(count, dtype=object)
+    pos = 0
+    end = len(raw)
+    for i in range(count):
+        if pos + 4 > end:
+            raise InvalidInputError(
+                f"BYTES data must hold {count} length-prefixed elements. It ended after {i}."
+            )
+        (length,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + length > end:
+            raise InvalidInputError(
+                f"A BYTES element length must fit the data. Got {length} with {end - pos} left."
+            )
+        out[i] = raw[pos : pos + length]
+        pos += length
+    if pos != end:
+        raise InvalidInputError(
+            f"BYTES data must hold exactly {count} elements. {end - pos} bytes were left over."
+        )
+    return out
+
+
+def encode_bytes_raw(arr: npt.NDArray[Any]) -> bytes:
+    """Length-prefix every element (str is UTF-8 encoded)."""
+    parts: list[bytes] = []
+    for item in arr.ravel():
+        b = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+        parts.append(struct.pack("<I", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def decode_request(
+    request: Any, max_elements: int
+) -> dict[str, npt.NDArray[Any]]:
+    """ModelInferRequest → named arrays, checking element counts before allocating."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInputError(
+            f"raw_input_contents must have one entry per input ({len(request.inputs)}). "
+            f"Got {len(raw)} instead."
+        )
+    tensors: dict[str, npt.NDArray[Any]] = {}
+    for i, tensor in enumerate(request.inputs):
+        dtype = _dtype(tensor.datatype)
+        shape = tuple(tensor.shape)
+        count = _count(shape)
+        if count > max_elements:
+            raise PayloadTooLarge(
+                f"Input {tensor.name!r} must have at most {max_elements} elements. "
+                f"Got {count} instead."
+            )
+        if raw:
+            data = raw[i]
+            if dtype is DType.BYTES:
+                arr = decode_bytes_raw(data, count)
+            else:
+                np_dtype = dtype.to_numpy().newbyteorder("<")
+                if len(data) != count * np_dtype.itemsize:
+                    raise InvalidInputError(
+                        f"Input {tensor.name!r} with shape {list(shape)} must have "
+                        f"{count * np_dtype.itemsize} bytes of {dtype.value}. "
+                        f"Got {len(data)} instead."
+                    )
+                arr = np.frombuffer(data, dtype=np_dtype)
+        else:
+            if dtype is DType.FP16:
+                raise InvalidInputError(
+                    f"Input {tensor.name!r}: FP16 must be sent in raw_input_contents."
+                )
+            values = getattr(tensor.contents, _CONTENTS_FIELD[dtype])
+            if len(values) != count:
+                raise InvalidInputError(
+                    f"Input {tensor.name!r} with shape {list(shape)} must have {count} "
+                    f"elements. Got {len(values)} instead."
+                )
+            if dtype is DType.BYTES:
+                arr = np.empty(count, dtype=object)
+                arr[:] = list(values)
+            else:
+                arr = np.asarray(values, dtype=dtype.to_numpy())
+        if tensor.name in tensors:
+            raise InvalidInputError(f"Input names must be unique. Got {tensor.name!r} twice.")
+        tensors[tensor.name] = arr.reshape(shape)
+    return tensors
+
+
+def _out_dtype(arr: npt.NDArray[Any]) -> DType:
+    return DType.from_numpy(arr.dtype)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """gRPC endpoints, translating to and from the DataPlane."""
+
+    def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        self.dataplane = dataplane
+        self.settings = settings
+        # every element takes at least one byte on the wire
+        self.max_elements = settings.server.max_body_bytes
+        host = settings.server.host
+        self.allow_management = host in ("127.0.0.1", "localhost", "::1")
+
+    async def _abort(self, context: Any, exc: BaseException, model: Any = None) -> None:
+        status = int(status_for(exc))
+        code = _GRPC_CODE.get(status, grpc.StatusCode.INTERNAL)
+        if isinstance(exc, ShipyardError):
+            message = exc.message + (f" Hint: {exc.hint}" if exc.hint else "")
+            err_code = exc.code
+        else:
+            logger.error("Unhandled gRPC error", exc_info=exc)
+            message, err_code = "Internal server error.", "internal"
+        if model is not None:
+            self.dataplane.metrics.error(model.name, model.version_str, "grpc", err_code)
+        await context.abort(code, message)
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ModelReadyResponse(
+            ready=self.dataplane.model_ready(request.name, request.version or None)
+        )
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerMetadataResponse(
+            name="shipyard", version=__version__, extensions=["binary_tensor_data", "model_repository"]
+        )
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        try:
+            meta = self.dataplane.model_metadata(request.name, request.version or None)
+        except ShipyardError as exc:
+            await self._abort(context, exc)
+        resp = pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"]
+        )
+        for t in meta["inputs"]:
+            resp.inputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        for t in meta["outputs"]:
+            resp.outputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        return resp
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        started = time.perf_counter()
+        model = None
+        try:
+            model = self.dataplane.lookup(request.model_name, request.model_version or None)
+            inputs = decode_request(request, self.max_elements)
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            outputs = await self.dataplane.infer(model, inputs, deadline=deadline)
+        except Exception as exc:
+            await self._abort(context, exc, model)
+            raise  # pragma: no cover - abort raises
+        wanted = [o.name for o in request.outputs] or list(outputs)
+        resp = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=model.version_str, id=request.id
+        )
+        raw = resp.raw_output_contents
+        for name in wanted:
+            arr = outputs.get(name)
+            if arr is None:
+                await self._abort(
+                    context,
+                    InvalidInputError(
+                        f"Requested output must be one of {sorted(outputs)}. Got {name!r} instead."
+                    ),
+                    model,
+                )
+            dtype = _out_dtype(arr)
+            resp.outputs.add(name=name, datatype=dtype.value, shape=arr.shape)
+            if dtype is DType.BYTES:
+                raw.append(encode_bytes_raw(arr))
+            else:
+                raw.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+        bound = model.metrics("grpc")
+        bound.requests.inc()
+        bound.latency.observe(time.perf_counter() - started)
+        return resp
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        resp = pb.RepositoryIndexResponse()
+        for row in self.dataplane.index():
+            if request.ready and row["state"] != "READY":
+                continue
+            resp.models.add(**row)
+        return resp
+
+    async def _refuse_management(self, context: Any) -> None:
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "Repository load/unload over the public gRPC port is only allowed when the server "
+            "binds to loopback. Use the management REST port.",
+        )
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if not self.allow_management:
+            await self._refuse_management(context)
+        try:
+            await self.dataplane.load(request.model_name)
+        except ShipyardError as exc:
+            await self._abort(context, exc)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if not self.allow_management:
+            await self._refuse_management(context)
+        try:
+            await self.dataplane.unload(request.model_name)
+        except ShipyardError as exc:
+            await self._abort(context, exc)
+        return pb.RepositoryModelUnloadResponse()
+
+
+async def start_grpc_server(dataplane: DataPlane, settings: Settings) -> Any:
+    """Start a grpc.aio server on ``settings.server.host:grpc_port`` and return it."""
+    s = settings.server
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", s.max_body_bytes),
+            ("grpc.max_send_message_length", s.max_body_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(dataplane, settings), server
+    )
+    server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+    await server.start()
+    return server

@@ -1,0 +1,144 @@
+"""Run the server: public REST, management REST and gRPC listeners in one process and loop.
+
+SIGTERM or SIGINT drains: listeners stop accepting, in-flight requests finish within
+``drain_timeout_s``, batchers drain, models unload, and the process exits 0.
+
+Imports: L0–L4, uvicorn, the server's own modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from shipyard.config import Settings
+from shipyard.monitoring.metrics import ServerMetrics
+from shipyard.server.app import create_app, create_management_app
+from shipyard.server.dataplane import DataPlane
+
+if TYPE_CHECKING:
+    from shipyard.registry import ModelRegistry
+
+__all__ = ["run_server", "serve_async"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us (several servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.server.drain_timeout_s) or None,
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
+async def serve_async(
+    refs: Sequence[str],
+    settings: Settings,
+    *,
+    registry: ModelRegistry | None = None,
+    ready_event: asyncio.Event | None = None,
+) -> None:
+    """Load ``refs`` and serve until SIGTERM/SIGINT (or cancellation)."""
+    from shipyard.registry import ModelRegistry
+    from shipyard.runtime.pool import ModelPool
+
+    started = time.perf_counter()
+    reg = registry or ModelRegistry.open(settings)
+    metrics = ServerMetrics()
+    pool = ModelPool(
+        reg,
+        settings.runtime,
+        memory_budget_bytes=settings.server.memory_budget_bytes,
+    )
+    dataplane = DataPlane(pool, settings, metrics)
+    await dataplane.start(refs)
+    s = settings.server
+    servers: list[_Server] = []
+    if s.port:
+        servers.append(_Server(_uvicorn_config(create_app(dataplane, settings), s.host, s.port, settings)))
+    if s.management_port:
+        servers.append(
+            _Server(
+                _uvicorn_config(
+                    create_management_app(dataplane, settings), s.management_host, s.management_port, settings
+                )
+            )
+        )
+    grpc_server = None
+    if s.grpc_port:
+        from shipyard.server.grpc_service import start_grpc_server
+
+        grpc_server = await start_grpc_server(dataplane, settings)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    tasks = [asyncio.create_task(srv.serve()) for srv in servers]
+    while not all(srv.started for srv in servers):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.01)
+    for t in tasks:
+        if t.done() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    logger.info(
+        "Serving %s on http://%s:%s (gRPC %s, management http://%s:%s) after %.0f ms",
+        ", ".join(refs) or "no models", s.host, s.port, s.grpc_port or "off",
+        s.management_host, s.management_port or "off", (time.perf_counter() - started) * 1000,
+    )
+    if ready_event is not None:
+        ready_event.set()
+    try:
+        await stop.wait()
+        logger.info("Shutting down: draining in-flight requests")
+    finally:
+        for srv in servers:
+            srv.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(settings.server.drain_timeout_s)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await dataplane.aclose()
+        if registry is None:
+            reg.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        logger.info("Stopped")
+
+
+def run_server(refs: Sequence[str], settings: Settings) -> None:
+    """Serve in a fresh event loop (uvloop when installed) until a signal arrives."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
+        runner = asyncio.run
+    runner(serve_async(refs, settings))
