@@ -61,8 +61,9 @@ async def serve_async(
     *,
     registry: ModelRegistry | None = None,
     ready_event: asyncio.Event | None = None,
+    stop_event: asyncio.Event | None = None,
 ) -> None:
-    """Load ``refs`` and serve until SIGTERM/SIGINT (or cancellation)."""
+    """Load ``refs`` and serve until SIGTERM/SIGINT, or until ``stop_event`` is set."""
     from shipyard.registry import ModelRegistry
     from shipyard.runtime.pool import ModelPool
 
@@ -95,7 +96,7 @@ async def serve_async(
         grpc_server = await start_grpc_server(dataplane, settings)
 
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = stop_event or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)

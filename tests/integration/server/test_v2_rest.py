@@ -1,0 +1,169 @@
+"""Open Inference Protocol V2 over REST against a real server, with httpx and tritonclient."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from .conftest import RunningServer, tiny_expected
+
+
+def test_health_and_server_metadata(served: RunningServer) -> None:
+    with httpx.Client(base_url=served.http) as c:
+        assert c.get("/v2/health/live").status_code == 200
+        assert c.get("/v2/health/ready").status_code == 200
+        meta = c.get("/v2").json()
+        assert meta["name"] == "shipyard"
+        assert "binary_tensor_data" in meta["extensions"]
+
+
+def test_model_metadata_reports_signature_and_versions(served: RunningServer) -> None:
+    with httpx.Client(base_url=served.http) as c:
+        meta = c.get("/v2/models/tiny").json()
+        assert meta["platform"] == "onnx_onnxv1"
+        assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+        assert sorted(meta["versions"]) == ["1", "2"]
+        assert c.get("/v2/models/tiny/versions/1/ready").status_code == 200
+        assert c.get("/v2/models/tiny/ready").status_code == 200
+
+
+def test_infer_json_routes_default_alias_and_explicit_version(served: RunningServer) -> None:
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    body = {"id": "r1", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    with httpx.Client(base_url=served.http) as c:
+        r = c.post("/v2/models/tiny/infer", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["id"] == "r1"
+        assert out["model_version"] == "2"
+        y = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(out["outputs"][0]["shape"])
+        np.testing.assert_allclose(y, tiny_expected(x, seed=1), rtol=1e-5)
+        r = c.post("/v2/models/tiny/versions/1/infer", json=body)
+        assert r.json()["model_version"] == "1"
+        y1 = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 2)
+        np.testing.assert_allclose(y1, tiny_expected(x, seed=0), rtol=1e-5)
+        assert r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v2/models/ghost/infer", {"inputs": []}, 404, "model-not-found"),
+        ("/v2/models/tiny/versions/9/infer", {"inputs": []}, 404, "version-not-found"),
+        (
+            "/v2/models/tiny/infer",
+            {"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]},
+            400,
+            "signature-mismatch",
+        ),
+        (
+            "/v2/models/tiny/infer",
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]},
+            400,
+            None,
+        ),
+        (
+            "/v2/models/tiny/infer",
+            {"inputs": [{"name": "nope", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            400,
+            "signature-mismatch",
+        ),
+    ],
+)
+def test_infer_errors_have_status_code_and_body(
+    served: RunningServer, path: str, body: dict, status: int, code: str | None
+) -> None:
+    with httpx.Client(base_url=served.http) as c:
+        r = c.post(path, json=body)
+    assert r.status_code == status, r.text
+    payload = r.json()
+    assert payload["error"]
+    assert payload["request_id"]
+    if code:
+        assert payload["code"] == code
+    assert "Traceback" not in r.text
+
+
+def test_malformed_json_is_400_and_server_stays_healthy(served: RunningServer) -> None:
+    with httpx.Client(base_url=served.http) as c:
+        r = c.post("/v2/models/tiny/infer", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        assert r.json()["error"]
+        assert c.get("/v2/health/live").status_code == 200
+
+
+def test_body_over_limit_is_413_before_reading(served: RunningServer) -> None:
+    limit = served.settings.server.max_body_bytes
+    with httpx.Client(base_url=served.http) as c:
+        r = c.post(
+            "/v2/models/tiny/infer",
+            content=b"x" * 16,
+            headers={"content-length": str(limit + 1), "content-type": "application/json"},
+        )
+    assert r.status_code == 413
+    assert r.json()["code"] == "payload-too-large"
+
+
+def test_unknown_route_is_json_404(served: RunningServer) -> None:
+    with httpx.Client(base_url=served.http) as c:
+        r = c.get("/v3/whatever")
+    assert r.status_code == 404
+    assert r.json()["error"]
+
+
+def test_metrics_count_requests(served: RunningServer) -> None:
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    with httpx.Client(base_url=served.http) as c:
+        for _ in range(3):
+            assert c.post("/v2/models/tiny/infer", json=body).status_code == 200
+        text = c.get("/metrics").text
+    line = next(
+        ln for ln in text.splitlines()
+        if ln.startswith("shipyard_requests_total{") and 'model="tiny"' in ln and 'version="2"' in ln
+    )
+    assert float(line.rsplit(" ", 1)[1]) >= 3
+    assert "shipyard_request_latency_seconds_bucket" in text
+
+
+def test_tritonclient_http_json_and_binary(served: RunningServer) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(served.http_hostport)
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready("tiny")
+        meta = client.get_model_metadata("tiny")
+        assert meta["inputs"][0]["name"] == "x"
+        x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+        for binary in (False, True):
+            inp = httpclient.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            out = httpclient.InferRequestedOutput("y", binary_data=binary)
+            res = client.infer("tiny", [inp], outputs=[out], model_version="1")
+            np.testing.assert_allclose(res.as_numpy("y"), tiny_expected(x, seed=0), rtol=1e-5)
+    finally:
+        client.close()
+
+
+def test_tritonclient_http_repository_on_management_port(served: RunningServer) -> None:
+    import tritonclient.http as httpclient
+
+    mgmt = httpclient.InferenceServerClient(served.management_hostport)
+    public = httpclient.InferenceServerClient(served.http_hostport)
+    try:
+        index = mgmt.get_model_repository_index()
+        assert {row["name"] for row in index} == {"tiny"}
+        mgmt.unload_model("tiny:1")
+        assert not public.is_model_ready("tiny", model_version="1")
+        mgmt.load_model("tiny:1")
+        assert public.is_model_ready("tiny", model_version="1")
+    finally:
+        mgmt.close()
+        public.close()
+
+
+def test_repository_routes_are_not_on_the_public_port(served: RunningServer) -> None:
+    with httpx.Client(base_url=served.http) as c:
+        assert c.post("/v2/repository/index", json={}).status_code == 404
