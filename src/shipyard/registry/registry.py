@@ -405,20 +405,25 @@ class ModelRegistry:
     ) -> ModelVersion:
         now = md.now_iso()
         with self._write() as conn:
-            row = conn.execute(sa.select(md.models.c.id).where(md.models.c.name == name)).first()
+            row = conn.execute(
+                sa.select(md.models.c.id, md.models.c.last_version).where(md.models.c.name == name)
+            ).first()
             if row is None:
                 mid = int(
                     conn.execute(
-                        md.models.insert().values(name=name, created_at=now, updated_at=now)
+                        md.models.insert().values(
+                            name=name, last_version=0, created_at=now, updated_at=now
+                        )
                     ).inserted_primary_key[0]  # type: ignore[index]
                 )
+                version = 1
             else:
-                mid = int(row[0])
-                conn.execute(md.models.update().where(md.models.c.id == mid).values(updated_at=now))
-            latest = conn.execute(
-                sa.select(sa.func.max(md.versions.c.version)).where(md.versions.c.model_id == mid)
-            ).scalar()
-            version = int(latest or 0) + 1
+                mid, version = int(row[0]), int(row[1]) + 1
+            conn.execute(
+                md.models.update()
+                .where(md.models.c.id == mid)
+                .values(updated_at=now, last_version=version)
+            )
             manifest = ModelManifest(
                 name=name,
                 version=version,
