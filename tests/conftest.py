@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,13 @@ _SCRUB_PREFIXES = ("SHIPYARD_", "OMP_", "CUDA_VISIBLE_DEVICES", "KERAS_BACKEND")
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Drop SHIPYARD_* and provider variables; point SHIPYARD_HOME at a fresh folder."""
     for key in list(os.environ):
         if key.startswith(_SCRUB_PREFIXES):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SHIPYARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KERAS_BACKEND", "torch")
-    yield
 
 
 @pytest.fixture

@@ -30,8 +30,13 @@ def make_app(noop: bool):  # type: ignore[no-untyped-def]
             while more:
                 msg = await receive()
                 more = msg.get("more_body", False)
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": fixed})
 
         return noop_app
@@ -56,14 +61,24 @@ def make_app(noop: bool):  # type: ignore[no-untyped-def]
         arr = np.asarray(inp["data"], dtype=DTYPES[inp["datatype"]]).reshape(inp["shape"])
         results = sess.run(None, {input_name: arr})
         outputs = [
-            {"name": meta.name, "shape": list(res.shape),
-             "datatype": NP_TO_V2.get(res.dtype.name, "BYTES"), "data": res.ravel()}
+            {
+                "name": meta.name,
+                "shape": list(res.shape),
+                "datatype": NP_TO_V2.get(res.dtype.name, "BYTES"),
+                "data": res.ravel(),
+            }
             for meta, res in zip(sess.get_outputs(), results, strict=True)
         ]
-        out = orjson.dumps({"model_name": "floor", "outputs": outputs},
-                           option=orjson.OPT_SERIALIZE_NUMPY)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        out = orjson.dumps(
+            {"model_name": "floor", "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
 
     return app
@@ -71,5 +86,13 @@ def make_app(noop: bool):  # type: ignore[no-untyped-def]
 
 if __name__ == "__main__":
     port = int(sys.argv[1])
-    uvicorn.run(make_app("--noop" in sys.argv), host="127.0.0.1", port=port, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning", lifespan="off")
+    uvicorn.run(
+        make_app("--noop" in sys.argv),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+    )

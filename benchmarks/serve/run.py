@@ -48,7 +48,11 @@ def free_port() -> int:
 def git_sha() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -63,7 +67,12 @@ def host_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "hostname": socket.gethostname()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -87,29 +96,42 @@ def versions() -> dict[str, str]:
 
 def build_models(work: Path) -> dict[str, dict[str, Any]]:
     """S (digits logistic regression) and M (CIFAR-10 CNN), as ONNX files plus request bodies."""
+    from skl2onnx import to_onnx
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
-    from skl2onnx import to_onnx
 
     x, y = load_digits(return_X_y=True)
     x = x.astype(np.float32)
     clf = LogisticRegression(max_iter=300).fit(x, y)
     s_path = work / "s.onnx"
-    s_path.write_bytes(to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}).SerializeToString())
+    s_path.write_bytes(
+        to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}).SerializeToString()
+    )
 
     import torch
     from torch import nn
 
     torch.manual_seed(0)
     cnn = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
     ).eval()
     m_path = work / "m.onnx"
     torch.onnx.export(
-        cnn, (torch.zeros(1, 3, 32, 32),), str(m_path), input_names=["input"],
-        output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+        cnn,
+        (torch.zeros(1, 3, 32, 32),),
+        str(m_path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
         dynamo=False,
     )
     rng = np.random.default_rng(0)
@@ -130,7 +152,9 @@ def register_models(models: dict[str, dict[str, Any]], home: Path) -> None:
     for key, info in models.items():
         subprocess.run(
             [SHIPYARD, "-q", "models", "register", str(info["path"]), "--name", key.lower()],
-            env=env, check=True, capture_output=True,
+            env=env,
+            check=True,
+            capture_output=True,
         )
 
 
@@ -141,7 +165,9 @@ def wait_ok(url: str, body: bytes, timeout_s: float = 60.0) -> float:
     start = time.perf_counter()
     while time.perf_counter() - start < timeout_s:
         try:
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url, data=body, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(req, timeout=2) as resp:
                 if resp.status == 200:
                     return time.perf_counter() - start
@@ -159,7 +185,10 @@ def rss_mb(pid: int) -> float:
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        ["taskset", "-c", "0", *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
 
@@ -184,9 +213,22 @@ def run_wrk(url: str, body_path: Path, conns: int, duration_s: int) -> dict[str,
         f'local f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
     )
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration_s}s", "--latency",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{duration_s}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = {}
@@ -195,13 +237,21 @@ def run_wrk(url: str, body_path: Path, conns: int, duration_s: int) -> dict[str,
         lat[f"p{pct}_ms"] = float(m.group(1)) * _UNITS[m.group(2)] if m else None
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(g) for g in sock.groups()) if sock else 0)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(g) for g in sock.groups()) if sock else 0
+    )
     return {"rps": rps, **lat, "errors": errors}
 
 
 def bench_target(
-    name: str, cmd: list[str], env: dict[str, str], url: str, body: bytes, work: Path,
-    levels: list[int], duration_s: int,
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    url: str,
+    body: bytes,
+    work: Path,
+    levels: list[int],
+    duration_s: int,
 ) -> dict[str, Any]:
     body_path = work / f"{name}.json"
     body_path.write_bytes(body)
@@ -215,7 +265,11 @@ def bench_target(
         idle_rss = rss_mb(proc.pid)
         run_wrk(url, body_path, 8, 1)  # warm-up
         results = {f"c{c}": run_wrk(url, body_path, c, duration_s) for c in levels}
-        return {"cold_start_s": round(cold_start_s, 3), "idle_rss_mb": round(idle_rss, 1), **results}
+        return {
+            "cold_start_s": round(cold_start_s, 3),
+            "idle_rss_mb": round(idle_rss, 1),
+            **results,
+        }
     finally:
         stop(proc)
 
@@ -236,14 +290,25 @@ def main() -> int:
     models = build_models(work)
     register_models(models, home)
     base_env = {
-        **os.environ, "SHIPYARD_HOME": str(home), "SHIPYARD_RUNTIME__INTRA_OP_THREADS": "1",
-        "SHIPYARD_LOGGING__ACCESS_LOG": "false", "FLOOR_THREADS": "1",
+        **os.environ,
+        "SHIPYARD_HOME": str(home),
+        "SHIPYARD_RUNTIME__INTRA_OP_THREADS": "1",
+        "SHIPYARD_LOGGING__ACCESS_LOG": "false",
+        "FLOOR_THREADS": "1",
     }
     report: dict[str, Any] = {
-        "benchmark": "serve", "git_sha": git_sha(), "timestamp": datetime.now(UTC).isoformat(),
-        "host": host_info(), "versions": versions(),
-        "parameters": {"duration_s": duration, "concurrency": levels, "client": "wrk -t1 (core 1)",
-                       "server_cpu": "taskset -c 0", "intra_op_threads": 1},
+        "benchmark": "serve",
+        "git_sha": git_sha(),
+        "timestamp": datetime.now(UTC).isoformat(),
+        "host": host_info(),
+        "versions": versions(),
+        "parameters": {
+            "duration_s": duration,
+            "concurrency": levels,
+            "client": "wrk -t1 (core 1)",
+            "server_cpu": "taskset -c 0",
+            "intra_op_threads": 1,
+        },
         "results": {},
     }
     for key, info in models.items():
@@ -251,36 +316,79 @@ def main() -> int:
         url_floor = f"http://127.0.0.1:{port}/"
         res: dict[str, Any] = {}
         res["noop"] = bench_target(
-            "noop", [PY, str(HERE / "floor.py"), str(port), "--noop"], base_env, url_floor,
-            info["body"], work, [8], duration)
+            "noop",
+            [PY, str(HERE / "floor.py"), str(port), "--noop"],
+            base_env,
+            url_floor,
+            info["body"],
+            work,
+            [8],
+            duration,
+        )
         res["floor"] = bench_target(
-            "floor", [PY, str(HERE / "floor.py"), str(port)],
-            {**base_env, "FLOOR_MODEL": str(info["path"])}, url_floor, info["body"], work, levels, duration)
+            "floor",
+            [PY, str(HERE / "floor.py"), str(port)],
+            {**base_env, "FLOOR_MODEL": str(info["path"])},
+            url_floor,
+            info["body"],
+            work,
+            levels,
+            duration,
+        )
         for batching in ("off", "on"):
-            env = {**base_env, "SHIPYARD_BATCHING__MAX_BATCH_SIZE": "1" if batching == "off" else "64"}
+            env = {
+                **base_env,
+                "SHIPYARD_BATCHING__MAX_BATCH_SIZE": "1" if batching == "off" else "64",
+            }
             url = f"http://127.0.0.1:{port}/v2/models/{key.lower()}/infer"
             res[f"shipyard_batching_{batching}"] = bench_target(
                 f"shipyard-{batching}",
-                [SHIPYARD, "serve", key.lower(), "--port", str(port), "--grpc-port", "0",
-                 "--management-port", "0"],
-                env, url, info["body"], work, levels, duration)
+                [
+                    SHIPYARD,
+                    "serve",
+                    key.lower(),
+                    "--port",
+                    str(port),
+                    "--grpc-port",
+                    "0",
+                    "--management-port",
+                    "0",
+                ],
+                env,
+                url,
+                info["body"],
+                work,
+                levels,
+                duration,
+            )
         floor8 = res["floor"]["c8"]["rps"]
         res["client_headroom"] = round(res["noop"]["c8"]["rps"] / floor8, 2)
         res["ratios"] = {
-            f"{target}_c{c}_rps": round(res[target][f"c{c}"]["rps"] / res["floor"][f"c{c}"]["rps"], 3)
-            for target in ("shipyard_batching_off", "shipyard_batching_on") for c in levels
-        }
-        res["ratios"].update({
-            f"{target}_c1_p99": round(res[target]["c1"]["p99_ms"] / res["floor"]["c1"]["p99_ms"], 3)
+            f"{target}_c{c}_rps": round(
+                res[target][f"c{c}"]["rps"] / res["floor"][f"c{c}"]["rps"], 3
+            )
             for target in ("shipyard_batching_off", "shipyard_batching_on")
-        })
+            for c in levels
+        }
+        res["ratios"].update(
+            {
+                f"{target}_c1_p99": round(
+                    res[target]["c1"]["p99_ms"] / res["floor"]["c1"]["p99_ms"], 3
+                )
+                for target in ("shipyard_batching_off", "shipyard_batching_on")
+            }
+        )
         report["results"][key] = res
         print(f"== {key}: client headroom {res['client_headroom']}x the floor at c8")
         for target in ("floor", "shipyard_batching_off", "shipyard_batching_on"):
             row = res[target]
-            print(f"  {target:24s} " + "  ".join(
-                f"c{c}: {row[f'c{c}']['rps']:8.0f} rps p99 {row[f'c{c}']['p99_ms']:.2f}ms err {row[f'c{c}']['errors']}"
-                for c in levels) + f"  rss {row['idle_rss_mb']} MB cold {row['cold_start_s']} s")
+            cells = [
+                f"c{c}: {row[f'c{c}']['rps']:8.0f} rps p99 {row[f'c{c}']['p99_ms']:.2f}ms "
+                f"err {row[f'c{c}']['errors']}"
+                for c in levels
+            ]
+            tail = f"  rss {row['idle_rss_mb']} MB cold {row['cold_start_s']} s"
+            print(f"  {target:24s} " + "  ".join(cells) + tail)
         print("  ratios:", json.dumps(res["ratios"]))
         if res["client_headroom"] < 1.5:
             print("  WARNING: the client cannot drive 1.5x the floor: results are client-bound")

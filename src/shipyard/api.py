@@ -45,9 +45,7 @@ def open_registry(settings: Settings | None = None) -> ModelRegistry:
 
 
 @contextlib.contextmanager
-def _registry(
-    registry: ModelRegistry | None, settings: Settings | None
-) -> Iterator[ModelRegistry]:
+def _registry(registry: ModelRegistry | None, settings: Settings | None) -> Iterator[ModelRegistry]:
     if registry is not None:
         yield registry
         return
@@ -231,7 +229,9 @@ def predict(
     from shipyard.workflows.predict import predict_file
 
     with _registry(registry, settings) as reg:
-        return predict_file(reg, ref, Path(data), Path(out), batch_size=batch_size, progress=progress)
+        return predict_file(
+            reg, ref, Path(data), Path(out), batch_size=batch_size, progress=progress
+        )
 
 
 def serve(

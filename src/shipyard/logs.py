@@ -51,7 +51,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(model)s:%(version)s %(request_id)s] %(message)s"
+TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [%(model)s:%(version)s %(request_id)s] %(message)s"
+)
 
 
 def configure_logging(settings: LoggingSettings | None = None) -> None:

@@ -38,9 +38,9 @@ def iris_csv(tmp_path: Path) -> Path:
 @pytest.fixture
 def iris_onnx(tmp_path: Path) -> Path:
     """A logistic regression on iris, exported by skl2onnx (label + probabilities)."""
+    from skl2onnx import to_onnx
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
-    from skl2onnx import to_onnx
 
     x, y = load_iris(return_X_y=True)
     clf = LogisticRegression(max_iter=500).fit(x.astype(np.float32), y)
@@ -77,7 +77,7 @@ def test_register_list_show_round_trip_in_json(
 
 
 def test_unknown_model_exits_3_with_code_and_hint(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "models", "show", "ghost")
+    code, _, err = run(capsys, "models", "show", "ghost")
     assert code == 3
     assert "error[model-not-found]" in err
     assert "hint:" in err

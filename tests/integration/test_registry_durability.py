@@ -33,11 +33,16 @@ reg.close()
 """
 
 
-def _run(home: Path, model: Path, name: str, count: int, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _run(
+    home: Path, model: Path, name: str, count: int, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     env = {**os.environ, **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, "-c", REGISTER_SCRIPT, str(home), str(model), name, str(count)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -81,7 +86,10 @@ def test_sigkill_during_register_leaves_a_consistent_registry(
     changed = tmp_path / "changed.onnx"
     changed.write_bytes(tiny_onnx.read_bytes() + b"\0\0")  # a new blob, so the write really happens
     proc = _run(
-        home, changed, "m", 1,
+        home,
+        changed,
+        "m",
+        1,
         {"SHIPYARD_FAULT_POINT": point, "SHIPYARD_FAULT_MARKER": str(marker)},
     )
     _, err = proc.communicate(timeout=120)

@@ -71,7 +71,9 @@ def info(message: str) -> None:
 
 
 @contextmanager
-def progress(description: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress(
+    description: str, total: int | None, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields ``advance(n)``."""
     if not enabled:
         yield lambda n: None

@@ -43,12 +43,18 @@ def render_evaluation(result: Any) -> None:
 
 @click.command()
 @click.argument("ref")
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="CSV, Parquet or .npz file.")
-@click.option("--target", default=None, help="The label column (CSV/Parquet) or array (.npz; default y).")
+@click.option(
+    "--data", required=True, type=click.Path(path_type=Path), help="CSV, Parquet or .npz file."
+)
+@click.option(
+    "--target", default=None, help="The label column (CSV/Parquet) or array (.npz; default y)."
+)
 @click.option("--no-store", is_flag=True, help="Do not save the metrics on the version.")
 @click.option("--json", "json_out", is_flag=True, help="Print JSON.")
 @click.pass_context
-def evaluate(ctx: click.Context, ref: str, data: Path, target: str | None, no_store: bool, json_out: bool) -> None:
+def evaluate(
+    ctx: click.Context, ref: str, data: Path, target: str | None, no_store: bool, json_out: bool
+) -> None:
     """Measure REF's quality on a labelled dataset (accuracy/precision/recall/F1 or MAE/RMSE/R²)."""
     from shipyard.api import evaluate as run
 

@@ -161,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("shipyard").debug("unexpected error", exc_info=True)
         if verbose:
             traceback.print_exception(exc, file=sys.stderr)
-        click.secho(
-            f"error[unexpected]: {type(exc).__name__}: {exc}", fg="red", err=True
-        )
+        click.secho(f"error[unexpected]: {type(exc).__name__}: {exc}", fg="red", err=True)
         click.echo("  hint: rerun with -v for the traceback, and report it as a bug.", err=True)
         return EXIT_UNEXPECTED
     return EXIT_OK

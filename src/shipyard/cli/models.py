@@ -1,4 +1,4 @@
-"""``shipyard models ...``: register, list, show, alias, promote, rollback, rm, verify, gc, export, import."""
+"""``shipyard models ...``: register, list, show, alias, rollback, rm, verify, gc, export."""
 
 from __future__ import annotations
 
@@ -77,8 +77,12 @@ def models() -> None:
     type=click.Choice(["classification", "regression", "embedding", "other"]),
     help="Override the detected task.",
 )
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity: absolute tolerance.")
-@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Parity: relative tolerance.")
+@click.option(
+    "--atol", type=float, default=1e-4, show_default=True, help="Parity: absolute tolerance."
+)
+@click.option(
+    "--rtol", type=float, default=1e-3, show_default=True, help="Parity: relative tolerance."
+)
 @click.option("--allow-mismatch", is_flag=True, help="Register even if the parity check fails.")
 @click.option(
     "--trust-pickle",
@@ -138,10 +142,14 @@ def register_cmd(
         out.emit_json(_version_dict(mv))
         return
     parity = mv.manifest.parity
-    click.echo(f"Registered {mv.ref} ({mv.manifest.framework}, aliases: {', '.join(mv.aliases) or '-'})")
+    click.echo(
+        f"Registered {mv.ref} ({mv.manifest.framework}, aliases: {', '.join(mv.aliases) or '-'})"
+    )
     if parity is not None:
         if parity.skipped_reason:
-            click.echo(f"  parity: not compared ({parity.skipped_reason}); the model loads and runs")
+            click.echo(
+                f"  parity: not compared ({parity.skipped_reason}); the model loads and runs"
+            )
         else:
             verdict = "passed" if parity.passed else "FAILED (registered with --allow-mismatch)"
             click.echo(
@@ -220,7 +228,10 @@ def show_cmd(ctx: click.Context, ref: str, all_versions: bool, json_out: bool) -
             ("aliases", ", ".join(mv.aliases) or "-"),
             ("framework", f"{m.framework} {m.framework_version or ''}".strip()),
             ("task", m.task.task.value),
-            ("classes", ", ".join(str(c) for c in m.task.class_labels) if m.task.class_labels else None),
+            (
+                "classes",
+                ", ".join(str(c) for c in m.task.class_labels) if m.task.class_labels else None,
+            ),
             ("opset", m.opset),
             ("lineage", m.lineage.describe()),
             ("created", m.created_at.isoformat()),
@@ -238,8 +249,14 @@ def show_cmd(ctx: click.Context, ref: str, all_versions: bool, json_out: bool) -
         click.echo(f"    {role}: sha256:{entry.sha256[:16]}… {entry.size_bytes} bytes")
     if m.parity is not None:
         p = m.parity
-        verdict = "skipped: " + p.skipped_reason if p.skipped_reason else ("passed" if p.passed else "FAILED")
-        click.echo(f"  parity: {verdict} (max abs {p.max_abs_error:.3g}, atol {p.atol}, rtol {p.rtol})")
+        verdict = (
+            "skipped: " + p.skipped_reason
+            if p.skipped_reason
+            else ("passed" if p.passed else "FAILED")
+        )
+        click.echo(
+            f"  parity: {verdict} (max abs {p.max_abs_error:.3g}, atol {p.atol}, rtol {p.rtol})"
+        )
     if mv.metrics:
         click.secho("  metrics", bold=True)
         for key, value in _flatten(mv.metrics):
@@ -379,7 +396,13 @@ def gc_cmd(ctx: click.Context, dry_run: bool, json_out: bool) -> None:
 
 @models.command("export")
 @click.argument("ref")
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="Archive path (.tar.gz).")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Archive path (.tar.gz).",
+)
 @click.pass_context
 def export_cmd(ctx: click.Context, ref: str, out_path: Path) -> None:
     """Write one version (files, manifest, metadata) to a single archive."""

@@ -57,10 +57,18 @@ def quickstart(ctx: click.Context, seed: int) -> None:
     iris = load_iris()
     feats = [n.replace(" (cm)", "").replace(" ", "_") for n in iris.feature_names]
     x_tr, x_te, y_tr, y_te = train_test_split(
-        iris.data.astype(np.float32), iris.target, test_size=0.4, random_state=seed, stratify=iris.target
+        iris.data.astype(np.float32),
+        iris.target,
+        test_size=0.4,
+        random_state=seed,
+        stratify=iris.target,
     )
-    clf_v1 = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=500)).fit(x_tr, y_tr)
-    clf_v2 = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=500)).fit(x_tr, y_tr)
+    clf_v1 = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=500)).fit(
+        x_tr, y_tr
+    )
+    clf_v2 = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=500)).fit(
+        x_tr, y_tr
+    )
     diab = load_diabetes()
     d_tr, d_te, t_tr, t_te = train_test_split(
         diab.data.astype(np.float32), diab.target, test_size=0.3, random_state=seed
@@ -96,8 +104,12 @@ def quickstart(ctx: click.Context, seed: int) -> None:
 
         _step(3, "Evaluate each iris version on held-out data (metrics are stored on the version)")
         for ref in ("iris:1", "iris:2"):
-            render_evaluation(evaluate(ref, iris_test, target="species", registry=reg, settings=settings))
-        render_evaluation(evaluate("diabetes", diab_test, target="target", registry=reg, settings=settings))
+            render_evaluation(
+                evaluate(ref, iris_test, target="species", registry=reg, settings=settings)
+            )
+        render_evaluation(
+            evaluate("diabetes", diab_test, target="target", registry=reg, settings=settings)
+        )
 
         _step(4, "Aliases: put version 1 in prod, promote version 2, then roll back")
         reg.promote("iris:1", "prod")
@@ -117,7 +129,12 @@ def quickstart(ctx: click.Context, seed: int) -> None:
             None,
             ["name", "latest", "versions", "aliases"],
             [
-                (s.name, s.latest_version, s.n_versions, " ".join(f"{a}->{v}" for a, v in sorted(s.aliases.items())))
+                (
+                    s.name,
+                    s.latest_version,
+                    s.n_versions,
+                    " ".join(f"{a}->{v}" for a, v in sorted(s.aliases.items())),
+                )
                 for s in reg.list_models()
             ],
         )

@@ -31,8 +31,15 @@ def _models_from_config(path: Path) -> list[str]:
 @click.argument("refs", nargs=-1)
 @click.option("--host", default=None, help="Public interface (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Public REST port (default 8710).")
-@click.option("--grpc-port", type=int, default=None, help="Public gRPC port (default 8711; 0 = off).")
-@click.option("--management-port", type=int, default=None, help="Management REST port (default 8712, loopback).")
+@click.option(
+    "--grpc-port", type=int, default=None, help="Public gRPC port (default 8711; 0 = off)."
+)
+@click.option(
+    "--management-port",
+    type=int,
+    default=None,
+    help="Management REST port (default 8712, loopback).",
+)
 @click.option(
     "--models-file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -62,4 +69,11 @@ def serve(
     all_refs = list(refs) + (_models_from_config(models_file) if models_file else [])
     level = "DEBUG" if state.verbose > 1 else "INFO"
     configure_logging(settings.logging.model_copy(update={"level": level}))
-    run(all_refs, settings=settings, host=host, port=port, grpc_port=grpc_port, management_port=management_port)
+    run(
+        all_refs,
+        settings=settings,
+        host=host,
+        port=port,
+        grpc_port=grpc_port,
+        management_port=management_port,
+    )

@@ -17,7 +17,21 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "ModelMetrics", "ServerMetrics"]
 
 LATENCY_BUCKETS_S = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -39,36 +53,55 @@ class ServerMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "shipyard_requests", "Inference requests answered.",
-            ["model", "version", "protocol"], registry=r,
+            "shipyard_requests",
+            "Inference requests answered.",
+            ["model", "version", "protocol"],
+            registry=r,
         )
         self.errors = Counter(
-            "shipyard_errors", "Requests that failed, by error code.",
-            ["model", "version", "protocol", "code"], registry=r,
+            "shipyard_errors",
+            "Requests that failed, by error code.",
+            ["model", "version", "protocol", "code"],
+            registry=r,
         )
         self.latency = Histogram(
-            "shipyard_request_latency_seconds", "Time from request parsed to response encoded.",
-            ["model", "version", "protocol"], buckets=LATENCY_BUCKETS_S, registry=r,
+            "shipyard_request_latency_seconds",
+            "Time from request parsed to response encoded.",
+            ["model", "version", "protocol"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "shipyard_batch_size", "Requests merged into one runtime call.",
-            ["model", "version"], buckets=BATCH_BUCKETS, registry=r,
+            "shipyard_batch_size",
+            "Requests merged into one runtime call.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
-            "shipyard_queue_depth", "Requests waiting in a model's batcher.",
-            ["model", "version"], registry=r,
+            "shipyard_queue_depth",
+            "Requests waiting in a model's batcher.",
+            ["model", "version"],
+            registry=r,
         )
         self.load_seconds = Histogram(
-            "shipyard_model_load_seconds", "Time to load and warm a model version.",
-            ["model", "version"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60), registry=r,
+            "shipyard_model_load_seconds",
+            "Time to load and warm a model version.",
+            ["model", "version"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
         )
         self.loaded = Gauge(
-            "shipyard_model_loaded", "1 while a model version is loaded and ready.",
-            ["model", "version"], registry=r,
+            "shipyard_model_loaded",
+            "1 while a model version is loaded and ready.",
+            ["model", "version"],
+            registry=r,
         )
         self.integrity_failures = Counter(
-            "shipyard_artifact_integrity_failures", "Loads refused because a sha256 did not match.",
-            ["model", "version"], registry=r,
+            "shipyard_artifact_integrity_failures",
+            "Loads refused because a sha256 did not match.",
+            ["model", "version"],
+            registry=r,
         )
         self._children: dict[tuple[str, str, str], ModelMetrics] = {}
 

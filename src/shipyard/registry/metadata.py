@@ -22,8 +22,8 @@ from shipyard.errors import ConfigError
 
 __all__ = [
     "SCHEMA_VERSION",
-    "aliases",
     "alias_history",
+    "aliases",
     "create_engine",
     "metadata",
     "metadata_events",
@@ -76,7 +76,9 @@ versions = sa.Table(
 version_files = sa.Table(
     "version_files",
     metadata,
-    sa.Column("version_id", sa.Integer, sa.ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "version_id", sa.Integer, sa.ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    ),
     sa.Column("role", sa.String(64), primary_key=True),
     sa.Column("sha256", sa.String(64), nullable=False, index=True),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),

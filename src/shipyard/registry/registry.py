@@ -171,7 +171,9 @@ class ModelRegistry:
         >>> reg.promote("iris:1", "prod"); reg.rollback("iris", "prod")  # doctest: +SKIP
     """
 
-    def __init__(self, engine: sa.engine.Engine, store: ArtifactStore, *, location: str = "") -> None:
+    def __init__(
+        self, engine: sa.engine.Engine, store: ArtifactStore, *, location: str = ""
+    ) -> None:
         self.engine = engine
         self.store = store
         self.location = location
@@ -181,7 +183,9 @@ class ModelRegistry:
     def open(cls, settings: Settings) -> ModelRegistry:
         """Open (creating and migrating as needed) the registry that settings name."""
         settings.home.mkdir(parents=True, exist_ok=True)
-        engine = md.create_engine(settings.metadata_url, busy_timeout_s=settings.registry.busy_timeout_s)
+        engine = md.create_engine(
+            settings.metadata_url, busy_timeout_s=settings.registry.busy_timeout_s
+        )
         md.migrate(engine)
         return cls(engine, LocalArtifactStore(settings.store_path), location=str(settings.home))
 
@@ -270,11 +274,14 @@ class ModelRegistry:
         self._manifests[sha256] = manifest
         return manifest
 
-    def _load_version(self, conn: Connection, model_id: int, name: str, version: int) -> ModelVersion:
+    def _load_version(
+        self, conn: Connection, model_id: int, name: str, version: int
+    ) -> ModelVersion:
         v = md.versions.c
         row = conn.execute(
-            sa.select(v.manifest_sha256, v.metrics, v.tags, v.description, v.serving, v.created_at)
-            .where(v.model_id == model_id, v.version == version)
+            sa.select(
+                v.manifest_sha256, v.metrics, v.tags, v.description, v.serving, v.created_at
+            ).where(v.model_id == model_id, v.version == version)
         ).one()
         alias_rows = conn.execute(
             sa.select(md.aliases.c.alias)
@@ -374,7 +381,9 @@ class ModelRegistry:
         for role, path in files.items():
             p = Path(path)
             if not p.is_file():
-                raise DataNotFound(f"File {str(p)!r} must exist to be registered. It was not found.")
+                raise DataNotFound(
+                    f"File {str(p)!r} must exist to be registered. It was not found."
+                )
             digest, size = self.store.put_file(p)
             entries[role] = FileEntry(sha256=digest, size_bytes=size, filename=p.name)
         faults.reach("register.after-blob-write")
@@ -454,7 +463,12 @@ class ModelRegistry:
             conn.execute(
                 md.version_files.insert(),
                 [
-                    {"version_id": vid, "role": role, "sha256": e.sha256, "size_bytes": e.size_bytes}
+                    {
+                        "version_id": vid,
+                        "role": role,
+                        "sha256": e.sha256,
+                        "size_bytes": e.size_bytes,
+                    }
                     for role, e in entries.items()
                 ],
             )
@@ -472,13 +486,15 @@ class ModelRegistry:
     ) -> None:
         now = md.now_iso()
         a = md.aliases.c
-        old = conn.execute(
-            sa.select(a.version).where(a.model_id == mid, a.alias == alias)
-        ).scalar()
+        old = conn.execute(sa.select(a.version).where(a.model_id == mid, a.alias == alias)).scalar()
         if version is None:
             conn.execute(md.aliases.delete().where(a.model_id == mid, a.alias == alias))
         elif old is None:
-            conn.execute(md.aliases.insert().values(model_id=mid, alias=alias, version=version, updated_at=now))
+            conn.execute(
+                md.aliases.insert().values(
+                    model_id=mid, alias=alias, version=version, updated_at=now
+                )
+            )
         else:
             conn.execute(
                 md.aliases.update()
@@ -487,8 +503,13 @@ class ModelRegistry:
             )
         conn.execute(
             md.alias_history.insert().values(
-                model_id=mid, alias=alias, old_version=old, new_version=version, at=now,
-                actor=actor, reason=reason,
+                model_id=mid,
+                alias=alias,
+                old_version=old,
+                new_version=version,
+                at=now,
+                actor=actor,
+                reason=reason,
             )
         )
         conn.execute(md.models.update().where(md.models.c.id == mid).values(updated_at=now))
@@ -521,7 +542,9 @@ class ModelRegistry:
             mid, _, _ = self._resolve(conn, f"{name}@{alias}")
             self._move_alias(conn, mid, alias, None, _actor(actor), "remove")
 
-    def rollback(self, name: str, alias: str = DEFAULT_ALIAS, *, actor: str | None = None) -> ModelVersion:
+    def rollback(
+        self, name: str, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
+    ) -> ModelVersion:
         """Move ``alias`` back to where it pointed before its last move.
 
         Raises:
@@ -569,7 +592,9 @@ class ModelRegistry:
             if alias is not None:
                 stmt = stmt.where(h.alias == alias)
             return [
-                AliasEvent(name, r.alias, r.old_version, r.new_version, _ts(r.at), r.actor, r.reason)
+                AliasEvent(
+                    name, r.alias, r.old_version, r.new_version, _ts(r.at), r.actor, r.reason
+                )
                 for r in conn.execute(stmt.order_by(h.id))
             ]
 
@@ -654,12 +679,20 @@ class ModelRegistry:
                 values[fld] = new
                 conn.execute(
                     md.metadata_events.insert().values(
-                        model_id=mid, version=version, field=fld, old=old, new=new, at=now, actor=who
+                        model_id=mid,
+                        version=version,
+                        field=fld,
+                        old=old,
+                        new=new,
+                        at=now,
+                        actor=who,
                     )
                 )
             if values:
                 conn.execute(
-                    md.versions.update().where(v.model_id == mid, v.version == version).values(**values)
+                    md.versions.update()
+                    .where(v.model_id == mid, v.version == version)
+                    .values(**values)
                 )
         return self.get(f"{name}:{version}")
 
@@ -680,7 +713,9 @@ class ModelRegistry:
 
     # ---- artifacts and integrity --------------------------------------------------------
 
-    def _entry(self, ref_or_mv: str | ModelRef | ModelVersion, role: str) -> tuple[ModelVersion, FileEntry]:
+    def _entry(
+        self, ref_or_mv: str | ModelRef | ModelVersion, role: str
+    ) -> tuple[ModelVersion, FileEntry]:
         mv = ref_or_mv if isinstance(ref_or_mv, ModelVersion) else self.get(ref_or_mv)
         entry = mv.manifest.files.get(role)
         if entry is None:
@@ -690,7 +725,9 @@ class ModelRegistry:
             )
         return mv, entry
 
-    def read_artifact(self, ref_or_mv: str | ModelRef | ModelVersion, role: str = MODEL_ROLE) -> bytes:
+    def read_artifact(
+        self, ref_or_mv: str | ModelRef | ModelVersion, role: str = MODEL_ROLE
+    ) -> bytes:
         """A version's file content, re-hashed before it is returned.
 
         Raises:
@@ -708,7 +745,9 @@ class ModelRegistry:
             )
         return data
 
-    def artifact_path(self, ref_or_mv: str | ModelRef | ModelVersion, role: str = MODEL_ROLE) -> Path:
+    def artifact_path(
+        self, ref_or_mv: str | ModelRef | ModelVersion, role: str = MODEL_ROLE
+    ) -> Path:
         """A local path to a version's file, verified first (local stores only)."""
         mv, entry = self._entry(ref_or_mv, role)
         self.read_artifact(mv, role)
@@ -720,8 +759,12 @@ class ModelRegistry:
     def _referenced(self, conn: Connection) -> dict[str, list[tuple[str, str]]]:
         refs: dict[str, list[tuple[str, str]]] = {}
         rows = conn.execute(
-            sa.select(md.models.c.name, md.versions.c.version, md.versions.c.manifest_sha256, md.versions.c.id)
-            .join(md.versions, md.versions.c.model_id == md.models.c.id)
+            sa.select(
+                md.models.c.name,
+                md.versions.c.version,
+                md.versions.c.manifest_sha256,
+                md.versions.c.id,
+            ).join(md.versions, md.versions.c.model_id == md.models.c.id)
         ).all()
         for name, version, msha, vid in rows:
             refs.setdefault(msha, []).append((f"{name}:{version}", "manifest"))
@@ -746,12 +789,17 @@ class ModelRegistry:
                 got = "missing"
             if got != sha:
                 for ref, role in users:
-                    report.mismatches.append({"ref": ref, "role": role, "expected": sha, "got": got})
+                    report.mismatches.append(
+                        {"ref": ref, "role": role, "expected": sha, "got": got}
+                    )
         return report
 
     def gc(self, *, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcReport:
-        """Remove blobs no version references (blobs newer than ``grace_s`` are kept,
-        since a concurrent register writes its blobs before it commits)."""
+        """Remove blobs no version references.
+
+        Blobs newer than ``grace_s`` are kept: a concurrent register writes its blobs
+        before it commits the metadata that references them.
+        """
         report = GcReport(dry_run=dry_run)
         with self._read() as conn:
             referenced = set(self._referenced(conn))
@@ -777,8 +825,14 @@ class ModelRegistry:
         """Write one version to a ``.tar.gz``: manifest.json, metadata.json, files/<role>."""
         mv = self.get(ref)
         out = Path(out)
-        meta = {"metrics": mv.metrics, "tags": mv.tags, "description": mv.description, "serving": mv.serving}
+        meta = {
+            "metrics": mv.metrics,
+            "tags": mv.tags,
+            "description": mv.description,
+            "serving": mv.serving,
+        }
         with atomic_writer(out) as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+
             def add(name: str, data: bytes) -> None:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -792,7 +846,9 @@ class ModelRegistry:
                 add(f"files/{role}", self.read_artifact(mv, role))
         return out
 
-    def import_archive(self, path: Path, *, name: str | None = None, actor: str | None = None) -> ModelVersion:
+    def import_archive(
+        self, path: Path, *, name: str | None = None, actor: str | None = None
+    ) -> ModelVersion:
         """Register a version from an archive made by :meth:`export_version`.
 
         Every member is checked: only regular files named ``manifest.json``,
@@ -819,7 +875,9 @@ class ModelRegistry:
                         raise InvalidData(f"Archive member {member!r} cannot be read.")
                     members[member] = fh.read()
         except tarfile.TarError as exc:
-            raise InvalidData(f"Archive {str(path)!r} must be a tar.gz written by shipyard: {exc}") from exc
+            raise InvalidData(
+                f"Archive {str(path)!r} must be a tar.gz written by shipyard: {exc}"
+            ) from exc
         if "manifest.json" not in members:
             raise InvalidData(f"Archive {str(path)!r} must contain manifest.json. It does not.")
         manifest = manifest_from_json(members["manifest.json"])

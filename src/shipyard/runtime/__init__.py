@@ -1,1 +1,12 @@
+"""Inference engine adapters behind one protocol: load, predict, unload.
 
+Imports: spec, config, errors (and registry in ``pool.py`` only).
+"""
+
+from __future__ import annotations
+
+from shipyard.runtime.base import Runtime, RuntimeState
+from shipyard.runtime.fake import FakeRuntime
+from shipyard.runtime.onnx import OnnxRuntime
+
+__all__ = ["FakeRuntime", "OnnxRuntime", "Runtime", "RuntimeState"]

@@ -185,7 +185,9 @@ class ModelPool:
                 if self.used_bytes + size <= budget:
                     break
                 if self._is_idle(victim.key):
-                    logger.info("Evicting %s:%s to make room for %s", victim.name, victim.version, ref)
+                    logger.info(
+                        "Evicting %s:%s to make room for %s", victim.name, victim.version, ref
+                    )
                     self._unload_locked(victim.key)
             if self.used_bytes + size <= budget:
                 return

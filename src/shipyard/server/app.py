@@ -7,7 +7,7 @@ no router, no Request object, no per-request pydantic. Everything else (health, 
 metrics, TF Serving REST, repository) goes through a Starlette route table, listed in one
 place below.
 
-Imports: L0–L4, starlette.
+Imports: L0-L4, starlette.
 """
 
 from __future__ import annotations
@@ -89,8 +89,11 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 class InferenceApp:
-    """Pure-ASGI front: serves ``POST /v2/models/{name}[/versions/{v}]/infer`` itself and
-    hands every other request to ``fallback``."""
+    """Pure-ASGI front for the hot path.
+
+    Serves ``POST /v2/models/{name}[/versions/{v}]/infer`` itself and hands every other
+    request to ``fallback``.
+    """
 
     def __init__(self, dataplane: DataPlane, settings: ServerSettings, fallback: ASGIApp) -> None:
         self.dataplane = dataplane
@@ -146,7 +149,9 @@ class InferenceApp:
             else:
                 raise ModelNotFound(f"Path {path!r} must name a model. It does not.")
             body = await _read_body(receive, self.max_body)
-            request = codec.decode_infer_request(body, header_length=header_length, limits=self.limits)
+            request = codec.decode_infer_request(
+                body, header_length=header_length, limits=self.limits
+            )
             deadline = request.deadline(timeout_ms)
             outputs = await self.dataplane.infer(model, request.tensors(), deadline=deadline)
             payload, headers = codec.encode_infer_response(
@@ -184,7 +189,11 @@ class InferenceApp:
         if not access_logger.disabled and access_logger.isEnabledFor(logging.INFO):
             client = scope.get("client") or ("-", 0)
             access_logger.info(
-                '%s "POST %s" %d %.2fms', client[0], path, status, (time.perf_counter() - started) * 1000
+                '%s "POST %s" %d %.2fms',
+                client[0],
+                path,
+                status,
+                (time.perf_counter() - started) * 1000,
             )
 
 

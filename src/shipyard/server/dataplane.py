@@ -122,7 +122,8 @@ class ServedModel:
             spec = specs[name]
             shape = arr.shape
             if len(shape) != len(spec.shape) or any(
-                want is not None and want != got for want, got in zip(spec.shape, shape, strict=True)
+                want is not None and want != got
+                for want, got in zip(spec.shape, shape, strict=True)
             ):
                 want_s = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
                 raise SignatureMismatch(
@@ -359,9 +360,7 @@ class DataPlane:
             self._routes[route_name] = _Route(ref=ref, key=key, pinned=pinned)
             # the bare model name follows its first configured ref
             base = key[0]
-            if base != route_name and base not in self._routes:
-                self._routes[base] = self._routes[route_name]
-            elif base != route_name and self._routes[base].ref == ref:
+            if base != route_name and (base not in self._routes or self._routes[base].ref == ref):
                 self._routes[base] = self._routes[route_name]
             if old is not None and old.key != key:
                 logger.info("Route %s: %s:%s -> %s:%s", route_name, *old.key, *key)

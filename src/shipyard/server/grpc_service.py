@@ -5,7 +5,7 @@ Tensors travel as ``raw_input_contents``/``raw_output_contents`` (little-endian,
 BYTES as 4-byte length prefixes) or as typed ``contents``; outputs are always sent raw,
 which every OIP client reads and which costs no per-element protobuf allocation.
 
-Imports: L0–L4, grpc, the server's own modules.
+Imports: L0-L4, grpc, the server's own modules.
 """
 
 from __future__ import annotations
@@ -113,9 +113,7 @@ def encode_bytes_raw(arr: npt.NDArray[Any]) -> bytes:
     return b"".join(parts)
 
 
-def decode_request(
-    request: Any, max_elements: int
-) -> dict[str, npt.NDArray[Any]]:
+def decode_request(request: Any, max_elements: int) -> dict[str, npt.NDArray[Any]]:
     """ModelInferRequest → named arrays, checking element counts before allocating."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -209,7 +207,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerMetadataResponse(
-            name="shipyard", version=__version__, extensions=["binary_tensor_data", "model_repository"]
+            name="shipyard",
+            version=__version__,
+            extensions=["binary_tensor_data", "model_repository"],
         )
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802

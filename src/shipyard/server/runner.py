@@ -3,7 +3,7 @@
 SIGTERM or SIGINT drains: listeners stop accepting, in-flight requests finish within
 ``drain_timeout_s``, batchers drain, models unload, and the process exits 0.
 
-Imports: L0–L4, uvicorn, the server's own modules.
+Imports: L0-L4, uvicorn, the server's own modules.
 """
 
 from __future__ import annotations
@@ -80,12 +80,17 @@ async def serve_async(
     s = settings.server
     servers: list[_Server] = []
     if s.port:
-        servers.append(_Server(_uvicorn_config(create_app(dataplane, settings), s.host, s.port, settings)))
+        servers.append(
+            _Server(_uvicorn_config(create_app(dataplane, settings), s.host, s.port, settings))
+        )
     if s.management_port:
         servers.append(
             _Server(
                 _uvicorn_config(
-                    create_management_app(dataplane, settings), s.management_host, s.management_port, settings
+                    create_management_app(dataplane, settings),
+                    s.management_host,
+                    s.management_port,
+                    settings,
                 )
             )
         )
@@ -111,8 +116,13 @@ async def serve_async(
             raise t.exception()  # type: ignore[misc]
     logger.info(
         "Serving %s on http://%s:%s (gRPC %s, management http://%s:%s) after %.0f ms",
-        ", ".join(refs) or "no models", s.host, s.port, s.grpc_port or "off",
-        s.management_host, s.management_port or "off", (time.perf_counter() - started) * 1000,
+        ", ".join(refs) or "no models",
+        s.host,
+        s.port,
+        s.grpc_port or "off",
+        s.management_host,
+        s.management_port or "off",
+        (time.perf_counter() - started) * 1000,
     )
     if ready_event is not None:
         ready_event.set()

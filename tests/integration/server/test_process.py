@@ -21,9 +21,21 @@ def _spawn(home: Path, *refs: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "SHIPYARD_HOME": str(home)}
     exe = str(Path(sys.executable).with_name("shipyard"))
     proc = subprocess.Popen(
-        [exe, "serve", *refs, "--port", str(port), "--grpc-port", str(free_port()),
-         "--management-port", str(free_port())],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            exe,
+            "serve",
+            *refs,
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--management-port",
+            str(free_port()),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -53,14 +65,18 @@ def test_sigterm_drains_and_exits_zero(home: Path, tmp_path: Path, settings) -> 
 
 
 def test_model_that_fails_to_load_is_reported_and_others_serve(
-    home: Path, tmp_path: Path, settings  # type: ignore[no-untyped-def]
+    home: Path,
+    tmp_path: Path,
+    settings,  # type: ignore[no-untyped-def]
 ) -> None:
     reg = ModelRegistry.open(settings)
     register_tiny(reg, tmp_path, "good")
     reg.close()
     proc, url = _spawn(home, "good", "missing-model")
     try:
-        body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        body = {
+            "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+        }
         assert httpx.post(url + "/v2/models/good/infer", json=body).status_code == 200
         assert httpx.get(url + "/v2/health/ready").status_code == 503
         r = httpx.get(url + "/v2/models/missing-model/ready")

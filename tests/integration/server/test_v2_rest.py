@@ -30,14 +30,19 @@ def test_model_metadata_reports_signature_and_versions(served: RunningServer) ->
 
 def test_infer_json_routes_default_alias_and_explicit_version(served: RunningServer) -> None:
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
-    body = {"id": "r1", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    body = {
+        "id": "r1",
+        "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": x.ravel().tolist()}],
+    }
     with httpx.Client(base_url=served.http) as c:
         r = c.post("/v2/models/tiny/infer", json=body)
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["id"] == "r1"
         assert out["model_version"] == "2"
-        y = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(out["outputs"][0]["shape"])
+        y = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(
+            out["outputs"][0]["shape"]
+        )
         np.testing.assert_allclose(y, tiny_expected(x, seed=1), rtol=1e-5)
         r = c.post("/v2/models/tiny/versions/1/infer", json=body)
         assert r.json()["model_version"] == "1"
@@ -53,7 +58,11 @@ def test_infer_json_routes_default_alias_and_explicit_version(served: RunningSer
         ("/v2/models/tiny/versions/9/infer", {"inputs": []}, 404, "version-not-found"),
         (
             "/v2/models/tiny/infer",
-            {"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]},
+            {
+                "inputs": [
+                    {"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}
+                ]
+            },
             400,
             "signature-mismatch",
         ),
@@ -65,7 +74,11 @@ def test_infer_json_routes_default_alias_and_explicit_version(served: RunningSer
         ),
         (
             "/v2/models/tiny/infer",
-            {"inputs": [{"name": "nope", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            {
+                "inputs": [
+                    {"name": "nope", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+                ]
+            },
             400,
             "signature-mismatch",
         ),
@@ -87,7 +100,11 @@ def test_infer_errors_have_status_code_and_body(
 
 def test_malformed_json_is_400_and_server_stays_healthy(served: RunningServer) -> None:
     with httpx.Client(base_url=served.http) as c:
-        r = c.post("/v2/models/tiny/infer", content=b"{not json", headers={"content-type": "application/json"})
+        r = c.post(
+            "/v2/models/tiny/infer",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 400
         assert r.json()["error"]
         assert c.get("/v2/health/live").status_code == 200
@@ -119,8 +136,11 @@ def test_metrics_count_requests(served: RunningServer) -> None:
             assert c.post("/v2/models/tiny/infer", json=body).status_code == 200
         text = c.get("/metrics").text
     line = next(
-        ln for ln in text.splitlines()
-        if ln.startswith("shipyard_requests_total{") and 'model="tiny"' in ln and 'version="2"' in ln
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("shipyard_requests_total{")
+        and 'model="tiny"' in ln
+        and 'version="2"' in ln
     )
     assert float(line.rsplit(" ", 1)[1]) >= 3
     assert "shipyard_request_latency_seconds_bucket" in text

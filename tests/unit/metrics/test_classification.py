@@ -86,9 +86,7 @@ def test_labels_of_another_type_than_the_data_are_compared_as_text() -> None:
 def test_mismatched_lengths_are_refused_with_both_lengths() -> None:
     with pytest.raises(InvalidInputError) as info:
         classification_metrics([1, 2, 3], [1, 2, 3, 4])
-    assert str(info.value) == (
-        "y_true and y_pred must have the same length. Got 3 and 4 instead."
-    )
+    assert str(info.value) == ("y_true and y_pred must have the same length. Got 3 and 4 instead.")
 
 
 def test_empty_input_is_refused() -> None:

@@ -45,9 +45,7 @@ def test_constant_target_gives_finite_r2_like_sklearn() -> None:
 def test_mismatched_lengths_are_refused_with_both_lengths() -> None:
     with pytest.raises(InvalidInputError) as info:
         regression_metrics([1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
-    assert str(info.value) == (
-        "y_true and y_pred must have the same length. Got 3 and 4 instead."
-    )
+    assert str(info.value) == ("y_true and y_pred must have the same length. Got 3 and 4 instead.")
 
 
 def test_non_numeric_values_are_refused() -> None:

@@ -37,9 +37,13 @@ def test_register_assigns_increasing_versions_and_moves_default(
     assert v2.manifest.files["model.onnx"].sha256 == v1.manifest.files["model.onnx"].sha256
 
 
-def test_derived_versions_never_move_default(registry: ModelRegistry, files: dict[str, Path]) -> None:
+def test_derived_versions_never_move_default(
+    registry: ModelRegistry, files: dict[str, Path]
+) -> None:
     registry.register("m", tiny_new(), files)
-    derived = registry.register("m", tiny_new(Lineage(parent_version=1, transformation="int8")), files)
+    derived = registry.register(
+        "m", tiny_new(Lineage(parent_version=1, transformation="int8")), files
+    )
     assert derived.manifest.lineage.describe() == "int8 of 1"
     assert registry.get("m").version == 1
     moved = registry.register(
@@ -63,7 +67,12 @@ def test_manifest_records_hashes_times_and_signature(
 
 @pytest.mark.parametrize(
     ("ref", "error"),
-    [("ghost", ModelNotFound), ("m:9", VersionNotFound), ("m@prod", AliasNotFound), ("M", InvalidName)],
+    [
+        ("ghost", ModelNotFound),
+        ("m:9", VersionNotFound),
+        ("m@prod", AliasNotFound),
+        ("M", InvalidName),
+    ],
 )
 def test_get_errors_name_the_problem_with_a_hint(
     registry: ModelRegistry, files: dict[str, Path], ref: str, error: type[Exception]
@@ -75,7 +84,9 @@ def test_get_errors_name_the_problem_with_a_hint(
         assert info.value.hint  # type: ignore[attr-defined]
 
 
-def test_register_validates_inputs_before_storing(registry: ModelRegistry, tmp_path: Path, files: dict[str, Path]) -> None:
+def test_register_validates_inputs_before_storing(
+    registry: ModelRegistry, tmp_path: Path, files: dict[str, Path]
+) -> None:
     with pytest.raises(InvalidName):
         registry.register("../evil", tiny_new(), files)
     with pytest.raises(DataNotFound):
@@ -94,20 +105,26 @@ def test_promote_rollback_and_history(registry: ModelRegistry, files: dict[str, 
     assert registry.rollback("m", "prod", actor="carol").version == 1
     events = registry.alias_history("m", "prod")
     assert [(e.old_version, e.new_version, e.actor) for e in events] == [
-        (None, 1, "alice"), (1, 3, "bob"), (3, 1, "carol")
+        (None, 1, "alice"),
+        (1, 3, "bob"),
+        (3, 1, "carol"),
     ]
     assert [e.reason for e in events] == ["promote", "promote", "rollback"]
     assert registry.rollback("m").version == 2  # default: 1 -> 2 -> 3, back to 2
 
 
-def test_rollback_without_history_is_alias_not_found(registry: ModelRegistry, files: dict[str, Path]) -> None:
+def test_rollback_without_history_is_alias_not_found(
+    registry: ModelRegistry, files: dict[str, Path]
+) -> None:
     registry.register("m", tiny_new(), files)
     registry.promote("m:1", "prod")
     with pytest.raises(AliasNotFound, match="earlier version"):
         registry.rollback("m", "prod")
 
 
-def test_delete_is_refused_while_an_alias_points_at_it(registry: ModelRegistry, files: dict[str, Path]) -> None:
+def test_delete_is_refused_while_an_alias_points_at_it(
+    registry: ModelRegistry, files: dict[str, Path]
+) -> None:
     registry.register("m", tiny_new(), files)
     registry.register("m", tiny_new(), files)
     with pytest.raises(AliasInUse, match="default"):
@@ -122,7 +139,9 @@ def test_delete_is_refused_while_an_alias_points_at_it(registry: ModelRegistry, 
     assert registry.register("m", tiny_new(), files).version == 3
 
 
-def test_metadata_changes_are_merged_and_recorded(registry: ModelRegistry, files: dict[str, Path]) -> None:
+def test_metadata_changes_are_merged_and_recorded(
+    registry: ModelRegistry, files: dict[str, Path]
+) -> None:
     registry.register("m", tiny_new(), files)
     registry.update_metadata("m:1", metrics={"acc": 0.9}, tags={"team": "a"}, actor="alice")
     mv = registry.update_metadata("m:1", metrics={"f1": 0.8}, description="hello", actor="bob")
@@ -131,7 +150,10 @@ def test_metadata_changes_are_merged_and_recorded(registry: ModelRegistry, files
     assert mv.description == "hello"
     history = registry.metadata_history("m:1")
     assert [(e.field, e.actor) for e in history] == [
-        ("metrics", "alice"), ("tags", "alice"), ("metrics", "bob"), ("description", "bob")
+        ("metrics", "alice"),
+        ("tags", "alice"),
+        ("metrics", "bob"),
+        ("description", "bob"),
     ]
     assert history[2].old == {"acc": 0.9}
 
@@ -165,7 +187,9 @@ def test_missing_blob_is_reported(registry: ModelRegistry, files: dict[str, Path
     assert registry.verify().mismatches[0]["got"] == "missing"
 
 
-def test_gc_removes_only_unreferenced_blobs(registry: ModelRegistry, files: dict[str, Path], tmp_path: Path) -> None:
+def test_gc_removes_only_unreferenced_blobs(
+    registry: ModelRegistry, files: dict[str, Path], tmp_path: Path
+) -> None:
     keep = registry.register("keep", tiny_new(), files)
     other = tmp_path / "other.onnx"
     other.write_bytes(files["model.onnx"].read_bytes() + b"\0")
@@ -207,7 +231,9 @@ def _rewrite_archive(src: Path, dst: Path, mutate: dict[str, bytes]) -> None:
             tout.addfile(info, io.BytesIO(data))
 
 
-def test_import_refuses_a_tampered_archive(registry: ModelRegistry, files: dict[str, Path], tmp_path: Path) -> None:
+def test_import_refuses_a_tampered_archive(
+    registry: ModelRegistry, files: dict[str, Path], tmp_path: Path
+) -> None:
     registry.register("m", tiny_new(), files)
     archive = registry.export_version("m", tmp_path / "m.tar.gz")
     bad = tmp_path / "bad.tar.gz"
@@ -219,7 +245,9 @@ def test_import_refuses_a_tampered_archive(registry: ModelRegistry, files: dict[
 
 
 @pytest.mark.parametrize("member", ["../evil", "/etc/evil", "files/../../evil", "other.txt"])
-def test_import_refuses_unsafe_member_paths(registry: ModelRegistry, tmp_path: Path, member: str) -> None:
+def test_import_refuses_unsafe_member_paths(
+    registry: ModelRegistry, tmp_path: Path, member: str
+) -> None:
     import io
 
     bad = tmp_path / "bad.tar.gz"
@@ -250,13 +278,17 @@ def test_schema_version_is_recorded_and_newer_databases_are_refused(
         assert md.read_schema_version(conn) == md.SCHEMA_VERSION
     with registry.engine.begin() as conn:
         conn.execute(
-            sa.update(md.schema_info).where(md.schema_info.c.key == "schema_version").values(value="99")
+            sa.update(md.schema_info)
+            .where(md.schema_info.c.key == "schema_version")
+            .values(value="99")
         )
     with pytest.raises(ConfigError, match="schema version"):
         ModelRegistry.open(settings)
 
 
-def test_migrations_run_from_an_older_schema(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migrations_run_from_an_older_schema(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
 
     def step(conn: sa.engine.Connection) -> None:
