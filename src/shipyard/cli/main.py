@@ -46,7 +46,7 @@ def exit_code_for(exc: errors.ShipyardError) -> int:
     """The documented exit code of an error."""
     for klass in type(exc).__mro__:
         if klass in EXIT_CODES:
-            return EXIT_CODES[klass]  # type: ignore[index]
+            return EXIT_CODES[klass]
     return EXIT_ERROR  # pragma: no cover - ShipyardError is always in the MRO
 
 

@@ -47,7 +47,7 @@ def classification_metrics(
 
     Returns:
         A dict with ``accuracy``, ``precision_macro``, ``recall_macro``, ``f1_macro``,
-        ``precision_weighted``, ``recall_weighted``, ``f1_weighted`` (floats), ``n_samples``,
+        ``precision_weighted``, ``recall_weighted``, ``f1_weighted`` (floats),
         ``labels`` (list), ``support`` (list of int, per label), ``confusion_matrix``
         (list of lists; rows are true labels, columns predicted, in ``labels`` order) and
         ``per_class`` (``str(label)`` → precision, recall, f1, support). A score whose
@@ -112,7 +112,6 @@ def classification_metrics(
         "precision_weighted": weighted(precision),
         "recall_weighted": weighted(recall),
         "f1_weighted": weighted(f1),
-        "n_samples": len(yt),
         "labels": label_list,
         "support": support.tolist(),
         "confusion_matrix": cm.tolist(),

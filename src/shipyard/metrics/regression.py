@@ -41,7 +41,7 @@ def regression_metrics(
         y_pred: Predictions, the same shape (an (N, 1) column matches (N,)).
 
     Returns:
-        ``{"mae", "mse", "rmse", "r2", "n_samples"}``. ``r2`` is 1.0 for a perfect fit of a
+        ``{"mae", "mse", "rmse", "r2"}``. ``r2`` is 1.0 for a perfect fit of a
         constant target and 0.0 for an imperfect one (scikit-learn's ``force_finite``).
         For (N, k) targets each metric is the mean over outputs (``rmse`` of each output,
         then averaged), as in scikit-learn.
@@ -76,5 +76,4 @@ def regression_metrics(
         "mse": float(mse.mean()),
         "rmse": float(np.sqrt(mse).mean()),
         "r2": float(r2.mean()),
-        "n_samples": len(yt),
     }

@@ -648,7 +648,12 @@ class ModelRegistry:
         ``metrics``, ``tags`` and ``serving`` are merged into what is there (a key set to
         None is removed); ``description`` replaces.
         """
-        changes = {"metrics": metrics, "tags": tags, "description": description, "serving": serving}
+        changes: dict[str, Any] = {
+            "metrics": metrics,
+            "tags": tags,
+            "description": description,
+            "serving": serving,
+        }
         with self._write() as conn:
             mid, name, version = self._resolve(conn, ref)
             v = md.versions.c

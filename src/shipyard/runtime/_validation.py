@@ -54,8 +54,7 @@ class _InputRule:
         if want is None:
             if arr.dtype.kind not in _TEXT_KINDS:
                 raise SignatureMismatch(
-                    f"Input {self.name!r} must be BYTES (strings). "
-                    f"Got {arr.dtype.name} instead."
+                    f"Input {self.name!r} must be BYTES (strings). Got {arr.dtype.name} instead."
                 )
             return arr if arr.dtype.kind == "O" else arr.astype(object)
         if arr.dtype == want:
@@ -104,8 +103,7 @@ class InputChecker:
             if unknown:
                 parts.append(f"unknown {unknown}")
             raise SignatureMismatch(
-                f"Inputs must be named {self._expected}. Got {got} instead "
-                f"({', '.join(parts)}).",
+                f"Inputs must be named {self._expected}. Got {got} instead ({', '.join(parts)}).",
                 hint="See the model's signature with `shipyard models show`.",
             )
         return {name: rules[name].check(value) for name, value in inputs.items()}

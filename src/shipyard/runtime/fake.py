@@ -128,9 +128,14 @@ class FakeRuntime:
     def _fill(self, spec: TensorSpec, source: npt.NDArray[Any]) -> npt.NDArray[Any]:
         n = source.shape[0] if source.ndim else 1
         rows = source.reshape(n, -1)
-        tail = spec.shape[1:]
-        if any(d is None for d in tail):
-            tail = source.shape[1:] if len(source.shape[1:]) == len(tail) else (rows.shape[1],)
+        declared = spec.shape[1:]
+        tail: tuple[int, ...]
+        if all(d is not None for d in declared):
+            tail = tuple(int(d) for d in declared if d is not None)
+        elif len(source.shape) == len(spec.shape):
+            tail = tuple(source.shape[1:])
+        else:
+            tail = (rows.shape[1],)
         width = int(np.prod(tail)) if tail else 1
         if spec.dtype is DType.BYTES:
             flat = rows.astype(str).astype(object)

@@ -32,6 +32,7 @@ from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
 from shipyard.server.dataplane import DataPlane
 from shipyard.server.errors import error_body
+from shipyard.server.tfserving import tfserving_routes
 
 __all__ = ["InferenceApp", "create_app", "create_management_app"]
 
@@ -232,6 +233,7 @@ def _routes(dataplane: DataPlane) -> list[Route]:
         Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *tfserving_routes(dataplane),
     ]
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["make_tiny_onnx_model", "save_tiny_onnx_model"]
+from shipyard.testing.conformance import check_runtime, make_tiny_manifest
+
+__all__ = ["check_runtime", "make_tiny_manifest", "make_tiny_onnx_model", "save_tiny_onnx_model"]
 
 
 def make_tiny_onnx_model(
