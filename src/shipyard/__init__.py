@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from shipyard._utils.version import __version__
 
 if TYPE_CHECKING:
     from shipyard.api import evaluate, load_sample_input, open_registry, predict, register

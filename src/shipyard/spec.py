@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     """Named arrays: the currency of runtimes, converters and the dataplane."""
 
 __all__ = [
+    "DEFAULT_ALIAS",
     "MANIFEST_SCHEMA_VERSION",
     "DType",
     "FileEntry",

@@ -23,10 +23,12 @@ def test_import_does_not_load_heavy_modules(statement: str) -> None:
     code = (
         f"import sys\n{statement}\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    loaded = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    marker = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert marker, proc.stdout[-500:]
+    loaded = marker[-1].removeprefix("HEAVY=")
     assert loaded == "", f"{statement!r} loaded {loaded}"

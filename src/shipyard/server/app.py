@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from shipyard import __version__
+from shipyard._utils.version import __version__
 from shipyard.config import ServerSettings, Settings
 from shipyard.errors import ModelNotFound, PayloadTooLarge, ShipyardError
 from shipyard.logs import request_id_var

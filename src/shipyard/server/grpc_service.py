@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from shipyard import __version__
+from shipyard._utils.version import __version__
 from shipyard.errors import InvalidInputError, PayloadTooLarge, ShipyardError
 from shipyard.server.dataplane import DataPlane
 from shipyard.server.errors import status_for
