@@ -10,8 +10,11 @@ Imports: errors (and SQLAlchemy).
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from shipyard.errors import ConfigError
 
 __all__ = [
+    "MIGRATIONS",
     "SCHEMA_VERSION",
     "alias_history",
     "aliases",
@@ -30,6 +34,8 @@ __all__ = [
     "migrate",
     "models",
     "now_iso",
+    "read_schema_version",
+    "schema_info",
     "version_files",
     "versions",
 ]
@@ -132,11 +138,24 @@ def create_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     IMMEDIATE`` on SQLite, taking the write lock up front (so a read-then-write transaction
     cannot be overtaken by another writer between its read and its write).
     """
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, future=True, pool_pre_ping=True)
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(
+            f"The metadata URL must be a SQLAlchemy URL such as 'sqlite:///path/registry.db'. "
+            f"Got {url!r} instead.",
+            hint="Check SHIPYARD_REGISTRY__METADATA_URL and your config file.",
+        ) from exc
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    if (
+        parsed.database
+        and parsed.database != ":memory:"
+        and not parsed.database.startswith("file:")
+    ):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
-        url,
-        future=True,
+        parsed,
         connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
     )
 
@@ -144,10 +163,10 @@ def create_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     def _on_connect(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        _set_wal(cur, busy_timeout_s)
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -160,12 +179,27 @@ def create_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     return engine
 
 
-def _migrate_0_to_1(conn: Connection) -> None:
-    metadata.create_all(conn)
+def _set_wal(cur: Any, busy_timeout_s: float) -> None:
+    """Switch to WAL, retrying while another process holds the lock.
+
+    SQLite answers "database is locked" at once, without waiting on the busy timeout,
+    when two processes switch a new database's journal mode at the same moment.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
-#: schema version N -> the function that upgrades N to N + 1
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _migrate_0_to_1}
+#: schema version N -> the function that upgrades a version-N database to N + 1. An empty
+#: database is created at SCHEMA_VERSION directly (``metadata.create_all``), so these
+#: steps only ever run on databases written by an older shipyard.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
 
 def read_schema_version(conn: Connection) -> int:
@@ -181,8 +215,18 @@ def read_schema_version(conn: Connection) -> int:
 def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
     """Bring the database to ``target``, one recorded step at a time; returns the version.
 
+    Runs in one write transaction, so two processes opening a new registry at once do not
+    both create it, and a crash mid-migration leaves the old schema in place.
+
+    Args:
+        engine: An engine from :func:`create_engine`.
+        target: The schema version to reach (this shipyard's, by default).
+
+    Returns:
+        The schema version the database is at afterwards.
+
     Raises:
-        ConfigError: the database is newer than this shipyard.
+        ConfigError: the database is newer than this shipyard, or a step is missing.
     """
     with engine.connect().execution_options(write=True) as conn, conn.begin():
         current = read_schema_version(conn)
@@ -192,17 +236,33 @@ def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
                 f"Got {current} instead.",
                 hint="Upgrade shipyard to open this registry.",
             )
+        if current == 0:
+            logger.info("Creating registry schema version %d", SCHEMA_VERSION)
+            metadata.create_all(conn)
+            current = min(SCHEMA_VERSION, target)
+            _stamp(conn, current)
         while current < target:
-            logger.info("Migrating registry schema %d -> %d", current, current + 1)
-            MIGRATIONS[current](conn)
-            current += 1
-            stmt = sa.select(schema_info.c.key).where(schema_info.c.key == "schema_version")
-            if conn.execute(stmt).first() is None:
-                conn.execute(schema_info.insert().values(key="schema_version", value=str(current)))
-            else:
-                conn.execute(
-                    schema_info.update()
-                    .where(schema_info.c.key == "schema_version")
-                    .values(value=str(current))
+            step = MIGRATIONS.get(current)
+            if step is None:
+                raise ConfigError(
+                    f"Registry schema version {current} must have a migration to "
+                    f"{current + 1}. None is registered.",
+                    hint="Upgrade shipyard through an intermediate release.",
                 )
+            logger.info("Migrating registry schema %d -> %d", current, current + 1)
+            step(conn)
+            current += 1
+            _stamp(conn, current)
     return current
+
+
+def _stamp(conn: Connection, version: int) -> None:
+    stmt = sa.select(schema_info.c.key).where(schema_info.c.key == "schema_version")
+    if conn.execute(stmt).first() is None:
+        conn.execute(schema_info.insert().values(key="schema_version", value=str(version)))
+    else:
+        conn.execute(
+            schema_info.update()
+            .where(schema_info.c.key == "schema_version")
+            .values(value=str(version))
+        )
