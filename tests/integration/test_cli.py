@@ -156,8 +156,9 @@ def test_verify_detects_a_flipped_byte_and_gc_reclaims(
     assert run(capsys, "models", "register", str(tiny_onnx), "--name", "m")[0] == 0
     code, out, _ = run(capsys, "models", "verify", "--json")
     assert code == 0
-    blobs = [p for p in (home / "store").rglob("*") if p.is_file() and p.stat().st_size > 100]
-    onnx_blob = max(blobs, key=lambda p: p.stat().st_size)
+    shown = json.loads(run(capsys, "models", "show", "m", "--json")[1])
+    sha = shown["manifest"]["files"]["model.onnx"]["sha256"]
+    onnx_blob = home / "store" / "blobs" / "sha256" / sha[:2] / sha
     data = bytearray(onnx_blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     onnx_blob.chmod(0o644)

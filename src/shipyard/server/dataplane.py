@@ -24,11 +24,11 @@ from shipyard.errors import (
     ModelNotFound,
     ModelNotReady,
     ShipyardError,
-    SignatureMismatch,
     VersionNotFound,
 )
 from shipyard.monitoring.metrics import ModelMetrics, ServerMetrics
-from shipyard.spec import DType, ModelRef
+from shipyard.runtime import InputChecker
+from shipyard.spec import ModelRef
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -74,11 +74,7 @@ class ServedModel:
         self.retired = False
         self._metrics = metrics
         self._by_protocol: dict[str, ModelMetrics] = {}
-        self._inputs = {s.name: s for s in self.signature.inputs}
-        self._input_dtypes = {
-            s.name: (None if s.dtype is DType.BYTES else s.dtype.to_numpy())
-            for s in self.signature.inputs
-        }
+        self._checker = InputChecker(self.signature)
         self.output_names = tuple(s.name for s in self.signature.outputs)
         batchable = batching.max_batch_size > 1 and all(
             len(s.shape) >= 1 and s.shape[0] is None
@@ -111,40 +107,7 @@ class ServedModel:
         Raises:
             SignatureMismatch: with the expected and received names, dtype or shape.
         """
-        specs = self._inputs
-        if len(inputs) != len(specs) or any(name not in specs for name in inputs):
-            raise SignatureMismatch(
-                f"Inputs must be {sorted(specs)}. Got {sorted(inputs)} instead.",
-                hint="See the model's metadata for its input names.",
-            )
-        out: Arrays = {}
-        for name, arr in inputs.items():
-            spec = specs[name]
-            shape = arr.shape
-            if len(shape) != len(spec.shape) or any(
-                want is not None and want != got
-                for want, got in zip(spec.shape, shape, strict=True)
-            ):
-                want_s = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
-                raise SignatureMismatch(
-                    f"Input {name!r} must have shape {want_s}. Got {tuple(shape)} instead.",
-                )
-            want_dtype = self._input_dtypes[name]
-            if want_dtype is None:
-                if arr.dtype.kind not in ("O", "S", "U"):
-                    raise SignatureMismatch(
-                        f"Input {name!r} must be BYTES. Got {arr.dtype.name} instead."
-                    )
-            elif arr.dtype != want_dtype:
-                if arr.dtype.kind in ("O", "S", "U") or (
-                    arr.dtype.kind == "f" and want_dtype.kind in ("i", "u", "b")
-                ):
-                    raise SignatureMismatch(
-                        f"Input {name!r} must be {spec.dtype.value}. Got {arr.dtype.name} instead."
-                    )
-                arr = arr.astype(want_dtype)
-            out[name] = arr
-        return out
+        return self._checker.check(inputs)
 
     def run(self, inputs: Arrays) -> Arrays:
         """Run one request inline (no batching)."""
