@@ -49,7 +49,11 @@ def big(settings: Settings, tmp_path: Path) -> ModelRegistry:
         inputs=(TensorSpec(name="x", dtype=DType.FP32, shape=(None, SIDE)),),
         outputs=(TensorSpec(name="y", dtype=DType.FP32, shape=(None, SIDE)),),
     )
-    reg.register("big", NewVersion(signature=sig, framework="onnx"), {"model.onnx": _big_model(tmp_path / "big.onnx")})
+    reg.register(
+        "big",
+        NewVersion(signature=sig, framework="onnx"),
+        {"model.onnx": _big_model(tmp_path / "big.onnx")},
+    )
     return reg
 
 
@@ -71,7 +75,9 @@ def test_fifty_load_unload_cycles_release_memory(big: ModelRegistry) -> None:
     gc.collect()
     grown = _rss_bytes() - baseline
     assert [r() for r in runtimes if r() is not None] == [], "runtime sessions were not released"
-    assert grown < 0.10 * baseline, f"RSS grew by {grown / 1e6:.1f} MB over a {baseline / 1e6:.1f} MB baseline"
+    assert grown < 0.10 * baseline, (
+        f"RSS grew by {grown / 1e6:.1f} MB over a {baseline / 1e6:.1f} MB baseline"
+    )
     big.close()
 
 

@@ -165,7 +165,11 @@ class InferenceApp:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [*headers, (b"x-request-id", request_id.encode())],
+                    "headers": [
+                        *headers,
+                        (b"content-length", str(len(payload)).encode()),
+                        (b"x-request-id", request_id.encode()),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": payload})
@@ -181,7 +185,12 @@ class InferenceApp:
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [*JSON_HEADERS, *headers, (b"x-request-id", request_id.encode())],
+                    "headers": [
+                        *JSON_HEADERS,
+                        *headers,
+                        (b"content-length", str(len(payload)).encode()),
+                        (b"x-request-id", request_id.encode()),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": payload})

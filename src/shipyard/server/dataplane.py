@@ -74,6 +74,7 @@ class ServedModel:
         self.retired = False
         self._metrics = metrics
         self._by_protocol: dict[str, ModelMetrics] = {}
+        self._batch_size = metrics.batch_size.labels(self.name, self.version_str)
         self._checker = InputChecker(self.signature)
         self.output_names = tuple(s.name for s in self.signature.outputs)
         batchable = batching.max_batch_size > 1 and all(
@@ -99,7 +100,7 @@ class ServedModel:
         return found
 
     def _on_batch(self, size: int, wait_s: float, run_s: float) -> None:
-        self.metrics("batch").batch_size.observe(size)
+        self._batch_size.observe(size)
 
     def check(self, inputs: Arrays) -> Arrays:
         """Validate names, dtypes (safe casts) and shapes against the signature.

@@ -47,7 +47,7 @@ def status_for(exc: BaseException) -> HTTPStatus:
     """The HTTP status of an exception (500 for anything that is not a ShipyardError)."""
     if isinstance(exc, errors.ShipyardError):
         for klass in type(exc).__mro__:
-            status = HTTP_STATUS.get(klass)  # type: ignore[call-overload]
+            status = HTTP_STATUS.get(klass)
             if status is not None:
                 return status
     return HTTPStatus.INTERNAL_SERVER_ERROR

@@ -11,7 +11,6 @@ Imports: L0-L4, grpc, the server's own modules.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from shipyard._utils.version import __version__
 from shipyard.errors import InvalidInputError, PayloadTooLarge, ShipyardError
+from shipyard.server.codec import decode_bytes_raw, encode_bytes_raw
 from shipyard.server.dataplane import DataPlane
 from shipyard.server.errors import status_for
 from shipyard.server.grpc import inference_pb2 as pb
@@ -78,42 +78,9 @@ def _count(shape: Any) -> int:
     return n
 
 
-def decode_bytes_raw(raw: bytes, count: int) -> npt.NDArray[Any]:
-    """Parse ``count`` length-prefixed BYTES elements; lengths that lie are refused."""
-    out = np.empty(count, dtype=object)
-    pos = 0
-    end = len(raw)
-    for i in range(count):
-        if pos + 4 > end:
-            raise InvalidInputError(
-                f"BYTES data must hold {count} length-prefixed elements. It ended after {i}."
-            )
-        (length,) = struct.unpack_from("<I", raw, pos)
-        pos += 4
-        if pos + length > end:
-            raise InvalidInputError(
-                f"A BYTES element length must fit the data. Got {length} with {end - pos} left."
-            )
-        out[i] = raw[pos : pos + length]
-        pos += length
-    if pos != end:
-        raise InvalidInputError(
-            f"BYTES data must hold exactly {count} elements. {end - pos} bytes were left over."
-        )
-    return out
-
-
-def encode_bytes_raw(arr: npt.NDArray[Any]) -> bytes:
-    """Length-prefix every element (str is UTF-8 encoded)."""
-    parts: list[bytes] = []
-    for item in arr.ravel():
-        b = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-        parts.append(struct.pack("<I", len(b)))
-        parts.append(b)
-    return b"".join(parts)
-
-
-def decode_request(request: Any, max_elements: int) -> dict[str, npt.NDArray[Any]]:
+def decode_request(
+    request: Any, max_elements: int, max_element_bytes: int = 16 * 1024 * 1024
+) -> dict[str, npt.NDArray[Any]]:
     """ModelInferRequest → named arrays, checking element counts before allocating."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -134,9 +101,9 @@ def decode_request(request: Any, max_elements: int) -> dict[str, npt.NDArray[Any
         if raw:
             data = raw[i]
             if dtype is DType.BYTES:
-                arr = decode_bytes_raw(data, count)
+                arr = decode_bytes_raw(data, count, max_element_bytes)
             else:
-                np_dtype = dtype.to_numpy().newbyteorder("<")
+                np_dtype = dtype.to_numpy()
                 if len(data) != count * np_dtype.itemsize:
                     raise InvalidInputError(
                         f"Input {tensor.name!r} with shape {list(shape)} must have "
@@ -170,7 +137,7 @@ def _out_dtype(arr: npt.NDArray[Any]) -> DType:
     return DType.from_numpy(arr.dtype)
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """gRPC endpoints, translating to and from the DataPlane."""
 
     def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
@@ -231,7 +198,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         model = None
         try:
             model = self.dataplane.lookup(request.model_name, request.model_version or None)
-            inputs = decode_request(request, self.max_elements)
+            inputs = decode_request(
+                request, self.max_elements, self.settings.server.max_bytes_element_bytes
+            )
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             outputs = await self.dataplane.infer(model, inputs, deadline=deadline)
@@ -253,12 +222,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     ),
                     model,
                 )
+                raise AssertionError("abort raises")  # pragma: no cover
             dtype = _out_dtype(arr)
             resp.outputs.add(name=name, datatype=dtype.value, shape=arr.shape)
             if dtype is DType.BYTES:
                 raw.append(encode_bytes_raw(arr))
             else:
-                raw.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+                raw.append(np.ascontiguousarray(arr).tobytes())
         bound = model.metrics("grpc")
         bound.requests.inc()
         bound.latency.observe(time.perf_counter() - started)
@@ -308,7 +278,7 @@ async def start_grpc_server(dataplane: DataPlane, settings: Settings) -> Any:
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         InferenceServicer(dataplane, settings), server
     )
     server.add_insecure_port(f"{s.host}:{s.grpc_port}")

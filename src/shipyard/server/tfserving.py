@@ -48,7 +48,11 @@ _VERBS = ("predict", "classify", "regress")
 
 
 def _respond(status: int, payload: Any) -> Response:
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status,
+        media_type="application/json",
+    )
 
 
 def _error(exc: BaseException, request: Request) -> Response:
@@ -90,7 +94,9 @@ def _lookup(dataplane: DataPlane, name: str, version: str | None, label: str | N
     return dataplane.lookup(name, version)
 
 
-def _status(dataplane: DataPlane, name: str, version: str | None, label: str | None) -> dict[str, Any]:
+def _status(
+    dataplane: DataPlane, name: str, version: str | None, label: str | None
+) -> dict[str, Any]:
     if version is None and label is None:
         versions = dataplane.versions(name)
         if not versions:
@@ -99,7 +105,11 @@ def _status(dataplane: DataPlane, name: str, version: str | None, label: str | N
         versions = [_lookup(dataplane, name, version, label).version_str]
     return {
         "model_version_status": [
-            {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": v,
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
             for v in versions
         ]
     }
@@ -124,8 +134,12 @@ def _metadata(model: ServedModel) -> dict[str, Any]:
             "signature_def": {
                 "signature_def": {
                     "serving_default": {
-                        "inputs": {t.name: _tensor_info(t.name, t.dtype, t.shape) for t in sig.inputs},
-                        "outputs": {t.name: _tensor_info(t.name, t.dtype, t.shape) for t in sig.outputs},
+                        "inputs": {
+                            t.name: _tensor_info(t.name, t.dtype, t.shape) for t in sig.inputs
+                        },
+                        "outputs": {
+                            t.name: _tensor_info(t.name, t.dtype, t.shape) for t in sig.outputs
+                        },
                         "method_name": "tensorflow/serving/predict",
                     }
                 }
@@ -151,7 +165,9 @@ def _examples_to_inputs(model: ServedModel, body: dict[str, Any]) -> dict[str, A
     rows: list[list[Any]] = []
     for i, ex in enumerate(examples):
         if not isinstance(ex, dict):
-            raise InvalidData(f"Example {i} must be an object of features. Got {type(ex).__name__}.")
+            raise InvalidData(
+                f"Example {i} must be an object of features. Got {type(ex).__name__}."
+            )
         merged = {**context, **ex}
         if features:
             missing = [f for f in features if f not in merged]
@@ -197,7 +213,9 @@ def tfserving_routes(dataplane: DataPlane) -> list[Route]:
             if action == "predict":
                 inputs, form = codec.decode_tfs_predict(body, model.signature)
                 outputs = await dataplane.infer(model, inputs)
-                return Response(codec.encode_tfs_predict(outputs, form), 200, media_type="application/json")
+                return Response(
+                    codec.encode_tfs_predict(outputs, form), 200, media_type="application/json"
+                )
             parsed = codec.loads_tolerant(body)
             if not isinstance(parsed, dict):
                 raise InvalidData("A classify/regress body must be a JSON object.")
@@ -209,7 +227,9 @@ def tfserving_routes(dataplane: DataPlane) -> list[Route]:
                         f"':regress' needs a regression model. {model.name!r} is {task.task.value}."
                     )
                 out = outputs[task.scores_output or model.output_names[0]]
-                return _respond(200, {"result": np.asarray(out, dtype=np.float64).reshape(-1).tolist()})
+                return _respond(
+                    200, {"result": np.asarray(out, dtype=np.float64).reshape(-1).tolist()}
+                )
             if task.task is not TaskType.CLASSIFICATION or not task.scores_output:
                 raise InvalidInputError(
                     f"':classify' needs a classification model with scores. {model.name!r} is "
@@ -217,7 +237,9 @@ def tfserving_routes(dataplane: DataPlane) -> list[Route]:
                 )
             scores = np.asarray(outputs[task.scores_output], dtype=np.float64)
             labels = [str(c) for c in (task.class_labels or range(scores.shape[1]))]
-            result = [[[lab, float(s)] for lab, s in zip(labels, row, strict=False)] for row in scores]
+            result = [
+                [[lab, float(s)] for lab, s in zip(labels, row, strict=False)] for row in scores
+            ]
             return _respond(200, {"result": result})
         except Exception as exc:
             return _error(exc, request)

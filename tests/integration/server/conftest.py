@@ -115,6 +115,7 @@ def start_server(refs: list[str], settings: Settings) -> RunningServer:
 def stop_server(server: RunningServer) -> None:
     server.loop.call_soon_threadsafe(server.stop.set)
     server.thread.join(30)
+    server.loop.close()
     server.registry.close()
 
 

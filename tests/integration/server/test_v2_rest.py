@@ -111,15 +111,26 @@ def test_malformed_json_is_400_and_server_stays_healthy(served: RunningServer) -
 
 
 def test_body_over_limit_is_413_before_reading(served: RunningServer) -> None:
+    import json
+    import socket
+
     limit = served.settings.server.max_body_bytes
-    with httpx.Client(base_url=served.http) as c:
-        r = c.post(
-            "/v2/models/tiny/infer",
-            content=b"x" * 16,
-            headers={"content-length": str(limit + 1), "content-type": "application/json"},
+    host, port = served.http_hostport.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        # declare a body over the limit but send none of it: the answer must not wait for it
+        sock.sendall(
+            b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n" + f"Content-Length: {limit + 1}\r\n\r\n".encode()
         )
-    assert r.status_code == 413
-    assert r.json()["code"] == "payload-too-large"
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["code"] == "payload-too-large"
 
 
 def test_unknown_route_is_json_404(served: RunningServer) -> None:

@@ -1,0 +1,262 @@
+"""DynamicBatcher: a bounded per-model queue that merges concurrent requests into one call.
+
+Dispatch rule ("greedy", as Triton and TF Serving batch by default):
+
+* When the runner is idle, whatever is queued runs at once: a lone request never waits
+  for company, so it pays no added latency.
+* Requests that arrive while a batch runs queue up and form the next batch, up to
+  ``max_batch_size`` items of one shape key (only compatible requests are merged).
+* ``max_wait_ms`` applies only when a batch already has company but is not full: the
+  dispatcher then waits up to ``max_wait_ms`` after the oldest item for it to fill.
+
+The runner executes on the event loop's thread (``executor=None``: no thread hop, the
+fastest on one core, and the loop gathers the requests that arrive meanwhile) or in an
+executor (one hop per batch, never per request; pays off with spare cores). A full queue
+raises Overloaded at once; an item whose deadline passed before dispatch gets
+DeadlineExceeded and is never run; a cancelled waiter's item is dropped. If a batch call
+fails, each item is retried alone, so one poisoned request fails alone.
+
+Imports: config, errors, _utils.clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
+from typing import Generic, TypeVar
+
+from shipyard._utils.clock import Clock, MonotonicClock
+from shipyard.config import BatchingSettings
+from shipyard.errors import DeadlineExceeded, InferenceError, Overloaded, ShipyardError
+
+__all__ = ["DynamicBatcher"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Pending(Generic[T, R]):
+    __slots__ = ("deadline", "enqueued", "future", "item", "key")
+
+    def __init__(
+        self, item: T, key: Hashable, deadline: float | None, future: asyncio.Future[R], now: float
+    ) -> None:
+        self.item = item
+        self.key = key
+        self.deadline = deadline
+        self.future = future
+        self.enqueued = now
+
+
+class DynamicBatcher(Generic[T, R]):
+    """Merge concurrent ``submit`` calls into calls of ``run_batch(list[T]) -> list[R]``.
+
+    Args:
+        run_batch: Runs a batch; returns one result per item, in order.
+        settings: ``max_batch_size``, ``max_wait_ms``, ``max_queue_size``.
+        clock: Monotonic time (tests inject a ManualClock).
+        executor: Where ``run_batch`` runs; None runs it on the loop's thread.
+        on_batch: Called with (size, oldest wait in s, run time in s) after each batch.
+        isolate_failures: Retry a failed batch item by item.
+
+    Example:
+        >>> batcher = DynamicBatcher(model_fn, BatchingSettings())   # doctest: +SKIP
+        >>> await batcher.start(); y = await batcher.submit(x)      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], list[R]],
+        settings: BatchingSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        executor: Executor | None = None,
+        on_batch: Callable[[int, float, float], None] | None = None,
+        isolate_failures: bool = True,
+    ) -> None:
+        self.run_batch = run_batch
+        self.settings = settings or BatchingSettings()
+        self.clock = clock or MonotonicClock()
+        self.executor = executor
+        self.on_batch = on_batch
+        self.isolate_failures = isolate_failures
+        self._queue: deque[_Pending[T, R]] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches_run = 0
+        self.items_run = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting to be dispatched."""
+        return len(self._queue)
+
+    async def start(self) -> None:
+        """Start the dispatcher (call inside the running loop)."""
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._closing = False
+            self._task = asyncio.get_running_loop().create_task(self._dispatch_loop())
+
+    async def submit(self, item: T, *, deadline: float | None = None, key: Hashable = None) -> R:
+        """Queue one item and wait for its result.
+
+        Raises:
+            Overloaded: the queue is full (raised at once).
+            DeadlineExceeded: ``deadline`` (clock time) passed before it ran.
+            ModelNotReady: the batcher is closed.
+        """
+        if self._task is None or self._closing or self._wakeup is None:
+            from shipyard.errors import ModelNotReady
+
+            raise ModelNotReady(
+                "The model's batcher must be running to accept requests. It is not."
+            )
+        if len(self._queue) >= self.settings.max_queue_size:
+            raise Overloaded(
+                f"The model's queue must have room. It holds {len(self._queue)} requests, "
+                f"its limit (SHIPYARD_BATCHING__MAX_QUEUE_SIZE={self.settings.max_queue_size}).",
+                hint="Retry after a moment, or add capacity.",
+            )
+        now = self.clock.now()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded("The request's deadline passed before it could be queued.")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(item, key, deadline, future, now))
+        self._wakeup.set()
+        return await future
+
+    def _take(self) -> list[_Pending[T, R]]:
+        """The next batch: the oldest live item and later items with its key."""
+        queue = self._queue
+        now = self.clock.now()
+        first: _Pending[T, R] | None = None
+        while queue:
+            p = queue.popleft()
+            if p.future.done():  # cancelled by its caller
+                continue
+            if p.deadline is not None and p.deadline <= now:
+                p.future.set_exception(
+                    DeadlineExceeded("The request's deadline passed while it waited in the queue.")
+                )
+                continue
+            first = p
+            break
+        if first is None:
+            return []
+        batch = [first]
+        limit = self.settings.max_batch_size
+        if limit > 1 and queue:
+            keep: deque[_Pending[T, R]] = deque()
+            while queue and len(batch) < limit:
+                p = queue.popleft()
+                if p.future.done():
+                    continue
+                if p.deadline is not None and p.deadline <= now:
+                    p.future.set_exception(
+                        DeadlineExceeded(
+                            "The request's deadline passed while it waited in the queue."
+                        )
+                    )
+                elif p.key == first.key:
+                    batch.append(p)
+                else:
+                    keep.append(p)
+            keep.extend(queue)
+            queue.clear()
+            queue.extend(keep)
+        return batch
+
+    def _compatible_waiting(self, key: Hashable) -> int:
+        return sum(1 for p in self._queue if p.key == key and not p.future.done())
+
+    async def _dispatch_loop(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        max_wait_s = self.settings.max_wait_ms / 1000
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            # one loop turn lets requests parsed in this same turn join the batch
+            await asyncio.sleep(0)
+            if max_wait_s > 0 and 1 < len(self._queue) < self.settings.max_batch_size:
+                oldest = self._queue[0]
+                while (
+                    self._compatible_waiting(oldest.key) < self.settings.max_batch_size
+                    and self.clock.now() - oldest.enqueued < max_wait_s
+                    and not self._closing
+                ):
+                    wakeup.clear()
+                    remaining = max_wait_s - (self.clock.now() - oldest.enqueued)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wakeup.wait(), timeout=max(remaining, 0))
+            batch = self._take()
+            if batch:
+                await self._run(batch)
+
+    async def _call(self, items: list[T]) -> list[R]:
+        if self.executor is None:
+            return self.run_batch(items)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.run_batch, items)
+
+    async def _run(self, batch: list[_Pending[T, R]]) -> None:
+        started = self.clock.now()
+        waited = started - batch[0].enqueued
+        items = [p.item for p in batch]
+        try:
+            results = await self._call(items)
+            if len(results) != len(batch):
+                raise InferenceError(
+                    f"A batch of {len(batch)} must give {len(batch)} results. "
+                    f"Got {len(results)} instead."
+                )
+        except Exception as exc:
+            if self.isolate_failures and len(batch) > 1:
+                await self._run_alone(batch)
+            else:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+            return
+        finally:
+            self.batches_run += 1
+            self.items_run += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), waited, self.clock.now() - started)
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
+
+    async def _run_alone(self, batch: list[_Pending[T, R]]) -> None:
+        for p in batch:
+            if p.future.done():
+                continue
+            try:
+                (result,) = await self._call([p.item])
+            except Exception as exc:
+                if not isinstance(exc, ShipyardError):
+                    logger.debug("Item failed alone", exc_info=exc)
+                p.future.set_exception(exc)
+            else:
+                p.future.set_result(result)
+
+    async def aclose(self) -> None:
+        """Stop accepting, finish what is queued, stop the dispatcher."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
