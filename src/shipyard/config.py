@@ -71,7 +71,7 @@ class BatchingSettings(_Section):
 
     max_batch_size: int = Field(32, ge=1)
     """Most requests merged into one runtime call."""
-    max_wait_ms: float = Field(2.0, ge=0)
+    max_wait_ms: float = Field(0.0, ge=0)
     """How long the first request of a batch waits for company."""
     max_queue_size: int = Field(256, ge=1)
     """Requests queued past this are rejected as Overloaded (503)."""

@@ -90,6 +90,7 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._busy = False
         self.batches_run = 0
         self.items_run = 0
 
@@ -130,7 +131,19 @@ class DynamicBatcher(Generic[T, R]):
             raise DeadlineExceeded("The request's deadline passed before it could be queued.")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, key, deadline, future, now))
-        self._wakeup.set()
+        if not self._busy:
+            # Nobody is running a batch: this caller leads, so a lone request costs one
+            # loop turn, not a hand-off to the dispatcher task and back.
+            self._busy = True
+            try:
+                await self._lead(future)
+            except asyncio.CancelledError:
+                future.cancel()  # our item, if still queued, is dropped
+                raise
+            finally:
+                self._busy = False
+                if self._queue:
+                    self._wakeup.set()
         return await future
 
     def _take(self) -> list[_Pending[T, R]]:
@@ -177,33 +190,53 @@ class DynamicBatcher(Generic[T, R]):
     def _compatible_waiting(self, key: Hashable) -> int:
         return sum(1 for p in self._queue if p.key == key and not p.future.done())
 
+    async def _collect(self) -> None:
+        """Let requests parsed in this loop turn join; then wait out max_wait if asked."""
+        await asyncio.sleep(0)
+        max_wait_s = self.settings.max_wait_ms / 1000
+        if max_wait_s <= 0 or not self._queue or self._wakeup is None:
+            return
+        oldest = self._queue[0]
+        while (
+            1 < self._compatible_waiting(oldest.key) < self.settings.max_batch_size
+            and self.clock.now() - oldest.enqueued < max_wait_s
+            and not self._closing
+        ):
+            self._wakeup.clear()
+            remaining = max_wait_s - (self.clock.now() - oldest.enqueued)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(remaining, 0))
+
+    async def _lead(self, until: asyncio.Future[R] | None) -> None:
+        """Run batches until ``until`` is resolved (or, for the dispatcher, the queue empties)."""
+        while self._queue:
+            await self._collect()
+            batch = self._take()
+            if batch:
+                if self.executor is None:
+                    await self._run(batch)  # never suspends: cannot be cut off half-way
+                else:
+                    # a cancelled leader must not strand the others waiting on this batch
+                    await asyncio.shield(self._run(batch))
+            if until is not None and until.done():
+                return
+
     async def _dispatch_loop(self) -> None:
+        """Runs what a leading caller left behind (other keys, overflow past max size)."""
         assert self._wakeup is not None
         wakeup = self._wakeup
-        max_wait_s = self.settings.max_wait_ms / 1000
         while True:
-            if not self._queue:
-                if self._closing:
+            if not self._queue or self._busy:
+                if self._closing and not self._queue:
                     return
                 wakeup.clear()
                 await wakeup.wait()
                 continue
-            # one loop turn lets requests parsed in this same turn join the batch
-            await asyncio.sleep(0)
-            if max_wait_s > 0 and 1 < len(self._queue) < self.settings.max_batch_size:
-                oldest = self._queue[0]
-                while (
-                    self._compatible_waiting(oldest.key) < self.settings.max_batch_size
-                    and self.clock.now() - oldest.enqueued < max_wait_s
-                    and not self._closing
-                ):
-                    wakeup.clear()
-                    remaining = max_wait_s - (self.clock.now() - oldest.enqueued)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wakeup.wait(), timeout=max(remaining, 0))
-            batch = self._take()
-            if batch:
-                await self._run(batch)
+            self._busy = True
+            try:
+                await self._lead(None)
+            finally:
+                self._busy = False
 
     async def _call(self, items: list[T]) -> list[R]:
         if self.executor is None:

@@ -48,7 +48,16 @@ _DTYPES: dict[str, DType] = {d.value: d for d in DType}
 if sys.byteorder != "little":  # pragma: no cover
     raise ImportError("shipyard's wire codec needs a little-endian host")
 _NUMPY: dict[DType, np.dtype[Any]] = {d: d.to_numpy() for d in DType if d is not DType.BYTES}
+_BY_NUMPY: dict[np.dtype[Any], DType] = {dt: d for d, dt in _NUMPY.items()}
 _FLOAT_KINDS = frozenset("fc")
+
+
+def _dtype_of(arr: npt.NDArray[Any]) -> DType:
+    """The OIP datatype of an array (a dict lookup on the hot path)."""
+    found = _BY_NUMPY.get(arr.dtype)
+    return found if found is not None else DType.from_numpy(arr.dtype)
+
+
 _JSON_OUT = orjson.OPT_SERIALIZE_NUMPY
 MAX_RANK = 16
 
@@ -393,7 +402,7 @@ def encode_infer_response(
             raise SignatureMismatch(
                 f"Requested output must be one of {sorted(outputs)}. Got {name!r} instead."
             )
-        dtype = DType.from_numpy(arr.dtype)
+        dtype = _dtype_of(arr)
         entry: dict[str, Any] = {"name": name, "datatype": dtype.value, "shape": list(arr.shape)}
         if binary_flag if binary_flag is not None else request.binary_default:
             raw = (

@@ -228,12 +228,14 @@ class DataPlane:
             DeadlineExceeded: the deadline passed before the request ran.
             InferenceError: the engine failed.
         """
-        checked = model.check(inputs)
         model.inflight += 1
         try:
             batcher = model.batcher
             if batcher is None:
-                return model.run(checked)
+                # the runtime validates what it runs; checking here too would do it twice
+                return model.run(inputs)
+            # checked before queueing, so a bad request fails alone with its own shapes
+            checked = model.check(inputs)
             return await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
         finally:
             model.inflight -= 1
