@@ -35,8 +35,10 @@ lint: $(VENV)/.test-installed
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered --cov-fail-under=80
 
+# Server against the bare-handler floor (needs wrk and taskset; installed here when absent).
 bench: $(VENV)/.test-installed
-	$(BIN)/python benchmarks/run_all.py
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/serve/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

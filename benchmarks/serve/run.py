@@ -161,9 +161,14 @@ def register_models(models: dict[str, dict[str, Any]], home: Path) -> None:
 # ---- servers and load -------------------------------------------------------------------
 
 
-def wait_ok(url: str, body: bytes, timeout_s: float = 60.0) -> float:
+def wait_ok(
+    url: str, body: bytes, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None
+) -> float:
     start = time.perf_counter()
     while time.perf_counter() - start < timeout_s:
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"server exited with {proc.returncode}: {err}")
         try:
             req = urllib.request.Request(
                 url, data=body, headers={"Content-Type": "application/json"}
@@ -258,9 +263,8 @@ def bench_target(
     launched = time.perf_counter()
     proc = start(cmd, env)
     try:
-        cold = wait_ok(url, body)
+        wait_ok(url, body, proc=proc)
         cold_start_s = time.perf_counter() - launched
-        del cold
         time.sleep(0.5)
         idle_rss = rss_mb(proc.pid)
         run_wrk(url, body_path, 8, 1)  # warm-up
@@ -312,24 +316,24 @@ def main() -> int:
         "results": {},
     }
     for key, info in models.items():
-        port = free_port()
-        url_floor = f"http://127.0.0.1:{port}/"
         res: dict[str, Any] = {}
+        port = free_port()
         res["noop"] = bench_target(
             "noop",
             [PY, str(HERE / "floor.py"), str(port), "--noop"],
             base_env,
-            url_floor,
+            f"http://127.0.0.1:{port}/",
             info["body"],
             work,
             [8],
             duration,
         )
+        port = free_port()
         res["floor"] = bench_target(
             "floor",
             [PY, str(HERE / "floor.py"), str(port)],
             {**base_env, "FLOOR_MODEL": str(info["path"])},
-            url_floor,
+            f"http://127.0.0.1:{port}/",
             info["body"],
             work,
             levels,
@@ -340,6 +344,7 @@ def main() -> int:
                 **base_env,
                 "SHIPYARD_BATCHING__MAX_BATCH_SIZE": "1" if batching == "off" else "64",
             }
+            port = free_port()
             url = f"http://127.0.0.1:{port}/v2/models/{key.lower()}/infer"
             res[f"shipyard_batching_{batching}"] = bench_target(
                 f"shipyard-{batching}",

@@ -3,23 +3,33 @@
 The pieces behind ``ModelRegistry.verify``, ``ModelRegistry.gc`` and the re-hash that
 every artifact read does; the registry owns the transactions and the logging.
 
-Imports: metadata, store, _types, errors, _utils.
+Imports: metadata, store, _types, spec, errors, _utils.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shipyard._utils.fs import sha256_bytes, sha256_file
-from shipyard.errors import ArtifactCorrupted
+from shipyard.errors import ArtifactCorrupted, DataNotFound
 from shipyard.registry import metadata as md
 from shipyard.registry._types import MISSING, GcReport, ModelVersion, VerifyReport
 from shipyard.registry.store import ArtifactStore
+from shipyard.spec import FileEntry
 
-__all__ = ["check_blobs", "corrupted", "hash_blob", "referenced", "sweep"]
+__all__ = [
+    "check_blobs",
+    "corrupted",
+    "hash_blob",
+    "referenced",
+    "sweep",
+    "verified_bytes",
+    "verified_path",
+]
 
 
 def hash_blob(store: ArtifactStore, sha256: str) -> str:
@@ -47,6 +57,32 @@ def corrupted(mv: ModelVersion, role: str, expected: str, got: str) -> ArtifactC
         hint="Run `shipyard models verify`; restore it from a backup or re-register.",
         details={"ref": mv.ref, "role": role, "expected": expected, "got": got},
     )
+
+
+def verified_bytes(store: ArtifactStore, mv: ModelVersion, role: str, entry: FileEntry) -> bytes:
+    """The content of ``mv``'s file ``role``, re-hashed against ``entry``."""
+    try:
+        data = store.read_bytes(entry.sha256)
+    except ArtifactCorrupted:
+        raise corrupted(mv, role, entry.sha256, MISSING) from None
+    got = sha256_bytes(data)
+    if got != entry.sha256:
+        raise corrupted(mv, role, entry.sha256, got)
+    return data
+
+
+def verified_path(store: ArtifactStore, mv: ModelVersion, role: str, entry: FileEntry) -> Path:
+    """The store path of ``mv``'s file ``role``, re-hashed against ``entry`` first."""
+    path = store.local_path(entry.sha256)
+    if path is None:  # pragma: no cover - remote stores come later
+        raise DataNotFound(
+            f"The store of {mv.ref} must keep local files for a path. It does not.",
+            hint="Use read_artifact instead.",
+        )
+    got = hash_blob(store, entry.sha256)
+    if got != entry.sha256:
+        raise corrupted(mv, role, entry.sha256, got)
+    return path
 
 
 def referenced(conn: Connection) -> dict[str, list[tuple[str, str]]]:

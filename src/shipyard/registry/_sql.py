@@ -1,21 +1,23 @@
-"""The registry's SQL: every statement ModelRegistry runs, as functions of an open connection.
+"""The registry's SQL: its transactions, and every statement it runs on an open connection.
 
 Lookups (models, versions, refs), the rows that record a version, alias moves and their
-history, and metadata changes. Transactions, blobs and logging stay in ModelRegistry;
-nothing here touches the artifact store.
+history, and metadata changes. Nothing here touches the artifact store or logs; blobs and
+logging stay with ModelRegistry (and ``_register``).
 
 Imports: metadata, _types, spec, errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError as SAOperationalError
 
-from shipyard.errors import AliasNotFound, ModelNotFound, VersionNotFound
+from shipyard.errors import AliasNotFound, ConflictError, ModelNotFound, VersionNotFound
 from shipyard.registry import metadata as md
 from shipyard.registry._types import (
     AliasEvent,
@@ -28,7 +30,6 @@ from shipyard.registry._types import (
 from shipyard.spec import DEFAULT_ALIAS, FileEntry, ModelManifest, ModelRef
 
 __all__ = [
-    "MUTABLE_FIELDS",
     "alias_events",
     "aliases_at",
     "apply_metadata",
@@ -41,12 +42,39 @@ __all__ = [
     "model_summaries",
     "move_alias",
     "next_version",
+    "reading",
     "resolve",
     "rollback_target",
     "versions_of",
+    "writing",
 ]
 
-MUTABLE_FIELDS = ("metrics", "tags", "description", "serving")
+_MUTABLE_FIELDS = ("metrics", "tags", "description", "serving")
+
+# ---- transactions -------------------------------------------------------------------------
+
+
+@contextmanager
+def writing(engine: sa.engine.Engine) -> Iterator[Connection]:
+    """A write transaction (``BEGIN IMMEDIATE`` on SQLite: the write lock up front)."""
+    try:
+        with engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield conn
+    except SAOperationalError as exc:
+        if "locked" not in str(exc.orig).lower() and "busy" not in str(exc.orig).lower():
+            raise
+        raise ConflictError(
+            "The registry must be free for writing within the busy timeout. "
+            "Another writer held it too long.",
+            hint="Retry, or raise SHIPYARD_REGISTRY__BUSY_TIMEOUT_S.",
+        ) from exc
+
+
+@contextmanager
+def reading(engine: sa.engine.Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
 
 # ---- lookups ------------------------------------------------------------------------------
 
@@ -284,10 +312,11 @@ def move_alias(
     conn.execute(md.models.update().where(md.models.c.id == mid).values(updated_at=now))
 
 
-def rollback_target(conn: Connection, mid: int, alias: str) -> int | None:
-    """Where ``alias`` pointed before its latest move not yet rolled back (None: nowhere).
+def rollback_target(conn: Connection, mid: int, name: str, alias: str) -> int:
+    """Where ``alias`` pointed before its latest move not yet rolled back.
 
     The history is read as a stack of moves; each rollback pops the move it undid.
+    AliasNotFound when there is no earlier target.
     """
     h = md.alias_history.c
     moves: list[tuple[int | None, int | None]] = []
@@ -301,7 +330,14 @@ def rollback_target(conn: Connection, mid: int, alias: str) -> int | None:
                 moves.pop()
         else:
             moves.append((r.old_version, r.new_version))
-    return moves[-1][0] if moves else None
+    previous = moves[-1][0] if moves else None
+    if previous is None:
+        raise AliasNotFound(
+            f"Alias {name}@{alias} must have an earlier target to roll back to. It has none.",
+            hint=f"See `shipyard models history {name} --alias {alias}`; point it "
+            f"explicitly with `shipyard models alias {name}:VERSION {alias}`.",
+        )
+    return int(previous)
 
 
 def alias_events(conn: Connection, mid: int, name: str, alias: str | None) -> list[AliasEvent]:
@@ -332,7 +368,7 @@ def apply_metadata(
     ).one()
     values: dict[str, Any] = {}
     now = md.now_iso()
-    for fld in MUTABLE_FIELDS:
+    for fld in _MUTABLE_FIELDS:
         change = changes[fld]
         if change is None:
             continue

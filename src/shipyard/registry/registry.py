@@ -9,47 +9,46 @@ What is immutable: a version's files, signature, task schema and lineage (its ma
 stored as a blob whose sha256 the database keeps). What may change: metrics, tags,
 description and serving settings; every change is recorded with its actor and time.
 
-This module owns the transactions, the blob writes of a registration and the logging. The
-SQL lives in ``_sql``, the value objects in ``_types``, blob checks in ``_integrity`` and
-archives in ``_archive``.
+This module is the public face: every method, the manifest cache and the lifecycle log
+lines. The work is done in private modules: ``_types`` (the value objects), ``_sql`` (the
+transactions and statements), ``_register`` (the write path of a registration),
+``_integrity`` (re-hashing, verify and gc) and ``_archive`` (export and import).
 
-Imports: store, metadata, manifest, _types, _sql, _integrity, _archive, config, spec,
-errors, _utils.
+Imports: _types, _sql, _register, _integrity, _archive, store, metadata, manifest, config,
+spec, errors, _utils.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
-from sqlalchemy.exc import OperationalError as SAOperationalError
 
-from shipyard._utils import faults
 from shipyard._utils.fs import sha256_bytes
 from shipyard.config import Settings
 from shipyard.errors import (
     AliasInUse,
-    AliasNotFound,
     ArtifactCorrupted,
-    ConflictError,
     DataNotFound,
-    InvalidData,
     InvalidInputError,
 )
 from shipyard.registry import _archive, _sql
 from shipyard.registry import manifest as mf
 from shipyard.registry import metadata as md
-from shipyard.registry._integrity import check_blobs, corrupted, hash_blob, referenced, sweep
+from shipyard.registry._integrity import (
+    check_blobs,
+    referenced,
+    sweep,
+    verified_bytes,
+    verified_path,
+)
+from shipyard.registry._register import register_version
+from shipyard.registry._types import MISSING as MISSING  # importable from here, as before
 from shipyard.registry._types import (
-    MISSING,
     MODEL_ROLE,
     AliasEvent,
     GcReport,
@@ -60,7 +59,6 @@ from shipyard.registry._types import (
     VerifyReport,
     check_json_mapping,
     check_tags,
-    parse_ts,
     resolve_actor,
 )
 from shipyard.registry.store import ArtifactStore, LocalArtifactStore
@@ -74,21 +72,16 @@ from shipyard.spec import (
 )
 
 __all__ = [
-    "MISSING",
-    "MODEL_ROLE",
     "AliasEvent",
     "GcReport",
     "MetadataEvent",
     "ModelRegistry",
     "ModelSummary",
     "ModelVersion",
-    "Ref",
     "VerifyReport",
 ]
 
 logger = logging.getLogger(__name__)
-
-_REGISTER_ATTEMPTS = 5
 
 
 class ModelRegistry:
@@ -156,28 +149,6 @@ class ModelRegistry:
     ) -> None:
         self.close()
 
-    # ---- transactions -------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite: the write lock up front)."""
-        try:
-            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
-                yield conn
-        except SAOperationalError as exc:
-            if "locked" not in str(exc.orig).lower() and "busy" not in str(exc.orig).lower():
-                raise
-            raise ConflictError(
-                "The registry must be free for writing within the busy timeout. "
-                "Another writer held it too long.",
-                hint="Retry, or raise SHIPYARD_REGISTRY__BUSY_TIMEOUT_S.",
-            ) from exc
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
-
     # ---- lookups ------------------------------------------------------------------------
 
     def _manifest(self, sha256: str) -> ModelManifest:
@@ -209,7 +180,7 @@ class ModelRegistry:
             InvalidModelRef: the ref is malformed.
             InvalidName: the name or alias breaks the naming rules.
         """
-        with self._read() as conn:
+        with _sql.reading(self.engine) as conn:
             model_id, name, version = _sql.resolve(conn, ref, self.location)
             return _sql.load_version(conn, model_id, name, version, self._manifest)
 
@@ -219,7 +190,7 @@ class ModelRegistry:
         Returns:
             One summary per model (models whose versions were all deleted included).
         """
-        with self._read() as conn:
+        with _sql.reading(self.engine) as conn:
             return _sql.model_summaries(conn)
 
     def list_versions(self, name: str) -> list[ModelVersion]:
@@ -230,7 +201,7 @@ class ModelRegistry:
             InvalidName: ``name`` breaks the naming rules.
         """
         validate_name(name)
-        with self._read() as conn:
+        with _sql.reading(self.engine) as conn:
             mid = _sql.model_id(conn, name, self.location)
             return [
                 _sql.load_version(conn, mid, name, v, self._manifest)
@@ -277,7 +248,9 @@ class ModelRegistry:
             DataNotFound: a file does not exist.
             ConflictError: another writer held the registry past the busy timeout.
         """
-        return self._register(
+        version = register_version(
+            self.engine,
+            self.store,
             name,
             new,
             files,
@@ -287,108 +260,9 @@ class ModelRegistry:
             description=description,
             tags=tags,
         )
+        return self._registered(name, version)
 
-    def _register(
-        self,
-        name: str,
-        new: NewVersion,
-        files: Mapping[str, Path],
-        *,
-        move_default: bool | None,
-        actor: str | None,
-        metrics: Mapping[str, Any] | None,
-        description: str | None,
-        tags: Mapping[str, str] | None,
-        serving: Mapping[str, Any] | None = None,
-        filenames: Mapping[str, str] | None = None,
-    ) -> ModelVersion:
-        validate_name(name)
-        if not isinstance(new, NewVersion):
-            raise InvalidInputError(f"new must be a NewVersion. Got {type(new).__name__} instead.")
-        if MODEL_ROLE not in files:
-            raise InvalidInputError(
-                f"files must include the role {MODEL_ROLE!r}. Got {sorted(files)} instead."
-            )
-        for role, path in files.items():
-            validate_name(role, kind="file role")
-            if not Path(path).is_file():
-                raise DataNotFound(
-                    f"File {str(path)!r} (role {role!r}) must exist to be registered. "
-                    "It was not found."
-                )
-        meta = {
-            "metrics": check_json_mapping(metrics or {}, "metrics"),
-            "tags": check_tags(tags or {}, allow_none=False),
-            "serving": check_json_mapping(serving or {}, "serving"),
-            "description": description,
-        }
-        entries: dict[str, FileEntry] = {}
-        for role, path in files.items():
-            digest, size = self.store.put_file(Path(path))
-            filename = (filenames or {}).get(role) or Path(path).name
-            entries[role] = FileEntry(sha256=digest, size_bytes=size, filename=filename)
-        faults.reach("register.after-blob-write")
-        if move_default is None:
-            move_default = new.lineage.parent_version is None
-        who = resolve_actor(actor)
-        for attempt in range(_REGISTER_ATTEMPTS):
-            try:
-                return self._commit_version(name, new, files, entries, move_default, who, meta)
-            except SAIntegrityError:
-                # another writer took the number (backends without BEGIN IMMEDIATE)
-                if attempt == _REGISTER_ATTEMPTS - 1:
-                    raise ConflictError(
-                        f"Registering {name!r} must get a free version number. "
-                        f"{_REGISTER_ATTEMPTS} attempts collided with other writers.",
-                        hint="Retry the registration.",
-                    ) from None
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _commit_version(
-        self,
-        name: str,
-        new: NewVersion,
-        files: Mapping[str, Path],
-        entries: dict[str, FileEntry],
-        move_default: bool,
-        actor: str,
-        meta: dict[str, Any],
-    ) -> ModelVersion:
-        now = md.now_iso()
-        with self._write() as conn:
-            # gc deletes only under this same write lock, so a blob present now stays
-            # present until we commit; one reclaimed since we wrote it is written again
-            for role, entry in entries.items():
-                if not self.store.exists(entry.sha256):
-                    digest, _ = self.store.put_file(Path(files[role]))
-                    if digest != entry.sha256:
-                        raise InvalidData(
-                            f"File {str(files[role])!r} must not change while it is being "
-                            "registered. Its content changed."
-                        )
-            mid, version = _sql.next_version(conn, name, now)
-            manifest = ModelManifest(
-                name=name,
-                version=version,
-                signature=new.signature,
-                task=new.task,
-                framework=new.framework,
-                framework_version=new.framework_version,
-                opset=new.opset,
-                files=entries,
-                created_at=parse_ts(now),
-                lineage=new.lineage,
-                parity=new.parity,
-            )
-            manifest_sha, _ = self.store.put_bytes(mf.to_json(manifest))
-            _sql.insert_version(
-                conn, mid, version, manifest_sha, entries, now=now, actor=actor, meta=meta
-            )
-            if move_default:
-                _sql.move_alias(conn, mid, DEFAULT_ALIAS, version, actor, "register")
-            faults.reach("register.before-metadata-commit")
-        faults.reach("register.after-metadata-commit")
+    def _registered(self, name: str, version: int) -> ModelVersion:
         logger.info("Registered %s:%d", name, version)
         return self.get(f"{name}:{version}")
 
@@ -422,7 +296,7 @@ class ModelRegistry:
             InvalidName: the alias breaks the naming rules.
         """
         validate_name(alias, kind="alias")
-        with self._write() as conn:
+        with _sql.writing(self.engine) as conn:
             mid, name, version = _sql.resolve(conn, ref, self.location)
             _sql.move_alias(conn, mid, alias, version, resolve_actor(actor), "promote")
         logger.info("Moved %s@%s to %d", name, alias, version)
@@ -436,7 +310,7 @@ class ModelRegistry:
             AliasNotFound: the model has no such alias.
         """
         validate_name(alias, kind="alias")
-        with self._write() as conn:
+        with _sql.writing(self.engine) as conn:
             mid, _, _ = _sql.resolve(
                 conn, ModelRef(validate_name(name), alias=alias), self.location
             )
@@ -465,17 +339,9 @@ class ModelRegistry:
             VersionNotFound: the earlier target has been deleted since.
         """
         validate_name(alias, kind="alias")
-        with self._write() as conn:
+        with _sql.writing(self.engine) as conn:
             mid = _sql.model_id(conn, validate_name(name), self.location)
-            previous = _sql.rollback_target(conn, mid, alias)
-            if previous is None:
-                raise AliasNotFound(
-                    f"Alias {name}@{alias} must have an earlier target to roll back to. "
-                    "It has none.",
-                    hint=f"See `shipyard models history {name} --alias {alias}`; point it "
-                    f"explicitly with `shipyard models alias {name}:VERSION {alias}`.",
-                )
-            target = int(previous)
+            target = _sql.rollback_target(conn, mid, name, alias)
             _sql.check_version(conn, mid, name, target)
             _sql.move_alias(conn, mid, alias, target, resolve_actor(actor), "rollback")
         logger.info("Rolled %s@%s back to %d", name, alias, target)
@@ -489,7 +355,7 @@ class ModelRegistry:
         """
         if alias is not None:
             validate_name(alias, kind="alias")
-        with self._read() as conn:
+        with _sql.reading(self.engine) as conn:
             mid = _sql.model_id(conn, validate_name(name), self.location)
             return _sql.alias_events(conn, mid, name, alias)
 
@@ -509,7 +375,7 @@ class ModelRegistry:
             AliasInUse: an alias points at it and ``force`` is False.
             ModelNotFound, VersionNotFound, AliasNotFound: the ref names nothing.
         """
-        with self._write() as conn:
+        with _sql.writing(self.engine) as conn:
             mid, name, version = _sql.resolve(conn, ref, self.location)
             holding = _sql.aliases_at(conn, mid, version)
             if holding and not force:
@@ -561,7 +427,7 @@ class ModelRegistry:
             "description": description,
             "serving": None if serving is None else check_json_mapping(serving, "serving"),
         }
-        with self._write() as conn:
+        with _sql.writing(self.engine) as conn:
             mid, name, version = _sql.resolve(conn, ref, self.location)
             _sql.apply_metadata(conn, mid, version, changes, resolve_actor(actor))
         return self.get(ModelRef(name, version=version))
@@ -572,7 +438,7 @@ class ModelRegistry:
         Raises:
             ModelNotFound, VersionNotFound, AliasNotFound: the ref names nothing.
         """
-        with self._read() as conn:
+        with _sql.reading(self.engine) as conn:
             mid, name, version = _sql.resolve(conn, ref, self.location)
             return _sql.metadata_events(conn, mid, name, version)
 
@@ -603,14 +469,7 @@ class ModelRegistry:
             DataNotFound: the version has no file with that role.
         """
         mv, entry = self._entry(ref_or_mv, role)
-        try:
-            data = self.store.read_bytes(entry.sha256)
-        except ArtifactCorrupted:
-            raise corrupted(mv, role, entry.sha256, MISSING) from None
-        got = sha256_bytes(data)
-        if got != entry.sha256:
-            raise corrupted(mv, role, entry.sha256, got)
-        return data
+        return verified_bytes(self.store, mv, role, entry)
 
     def artifact_path(self, ref_or_mv: Ref | ModelVersion, role: str = MODEL_ROLE) -> Path:
         """A local, read-only path to a version's file, re-hashed first.
@@ -627,16 +486,7 @@ class ModelRegistry:
             DataNotFound: no such role, or the store has no local files.
         """
         mv, entry = self._entry(ref_or_mv, role)
-        path = self.store.local_path(entry.sha256)
-        if path is None:  # pragma: no cover - remote stores come later
-            raise DataNotFound(
-                f"The store of {mv.ref} must keep local files for a path. It does not.",
-                hint="Use read_artifact instead.",
-            )
-        got = hash_blob(self.store, entry.sha256)
-        if got != entry.sha256:
-            raise corrupted(mv, role, entry.sha256, got)
-        return path
+        return verified_path(self.store, mv, role, entry)
 
     def verify(self) -> VerifyReport:
         """Re-hash every blob a version references (files and manifests).
@@ -644,7 +494,7 @@ class ModelRegistry:
         Returns:
             The number of blobs checked and one entry per damaged or missing file.
         """
-        with self._read() as conn:
+        with _sql.reading(self.engine) as conn:
             refs = referenced(conn)
         report = check_blobs(self.store, refs)
         if report.mismatches:
@@ -668,7 +518,7 @@ class ModelRegistry:
             What was (or would be) removed.
         """
         report = GcReport(dry_run=dry_run)
-        with self._read() if dry_run else self._write() as conn:
+        with _sql.reading(self.engine) if dry_run else _sql.writing(self.engine) as conn:
             sweep(self.store, set(referenced(conn)), report, grace_s=grace_s)
         if isinstance(self.store, LocalArtifactStore):
             report.stale_tmp = len(self.store.stale_tmp()) if dry_run else self.store.clean_tmp()
@@ -742,7 +592,9 @@ class ModelRegistry:
         if name is not None:
             validate_name(name)
         with _archive.unpack(path) as archive:
-            mv = self._register(
+            version = register_version(
+                self.engine,
+                self.store,
                 name or archive.manifest.name,
                 archive.new,
                 archive.files,
@@ -754,5 +606,6 @@ class ModelRegistry:
                 serving=archive.meta.get("serving") or None,
                 filenames={role: e.filename for role, e in archive.manifest.files.items()},
             )
+            mv = self._registered(name or archive.manifest.name, version)
         logger.info("Imported %s from %s as %s", archive.manifest.ref, path, mv.ref)
         return mv
