@@ -24,6 +24,8 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.demo-installed
 	$(BIN)/shipyard quickstart
+	@echo ""
+	@echo "The commands above run inside the virtual environment: source $(VENV)/bin/activate"
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks

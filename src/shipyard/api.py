@@ -24,6 +24,7 @@ from shipyard.spec import ModelRef, TaskType
 
 if TYPE_CHECKING:
     from shipyard.registry import ModelRegistry, ModelVersion
+    from shipyard.server.runner import BackgroundServer
     from shipyard.workflows.evaluate import EvaluationResult
     from shipyard.workflows.predict import PredictSummary
 
@@ -34,6 +35,7 @@ __all__ = [
     "predict",
     "register",
     "serve",
+    "start_server",
 ]
 
 
@@ -266,3 +268,14 @@ def serve(
     if overrides:
         base = with_overrides(base, {"server": overrides})
     run_server(list(refs), base)
+
+
+def start_server(refs: Sequence[str], *, settings: Settings | None = None) -> BackgroundServer:
+    """Serve ``refs`` on a background thread; returns the running server (call ``stop()``).
+
+    Raises:
+        ConfigError: the server could not start (for example, a port in use).
+    """
+    from shipyard.server.runner import BackgroundServer
+
+    return BackgroundServer(list(refs), settings or load_settings()).start()

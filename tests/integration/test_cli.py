@@ -236,6 +236,9 @@ def test_quickstart_runs_the_whole_path(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "What to try next" in proc.stdout
     assert "iris@prod -> 1" in proc.stdout
+    # the demo ends with a live server answering both protocols
+    assert "POST /v2/models/iris@prod/infer\n    -> 200" in proc.stdout
+    assert "POST /v1/models/diabetes:predict\n    -> 200" in proc.stdout
     listed = subprocess.run(
         [str(exe), "--json", "models", "list"], capture_output=True, text=True, env=env, check=True
     )

@@ -23,6 +23,60 @@ def _write_csv(path: Path, columns: dict[str, Any]) -> None:
     pacsv.write_csv(pa.table(columns), path)
 
 
+def _free_port(preferred: int) -> int:
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free port")  # pragma: no cover
+
+
+def _serve_demo(settings: Any, iris_row: list[float], diabetes_row: list[float]) -> None:
+    import json
+    import urllib.request
+
+    from shipyard.api import start_server
+    from shipyard.config import with_overrides
+
+    port = _free_port(settings.server.port)
+    demo = with_overrides(
+        settings,
+        {"server": {"port": port, "grpc_port": 0, "management_port": 0, "registry_poll_s": 0}},
+    )
+    server = start_server(["iris@prod", "diabetes"], settings=demo)
+    try:
+        click.echo(f"  serving on {server.url} (Open Inference Protocol V2 and TF Serving REST)")
+        requests = (
+            (
+                "/v2/models/iris@prod/infer",
+                {
+                    "inputs": [
+                        {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": iris_row}
+                    ]
+                },
+            ),
+            ("/v1/models/diabetes:predict", {"instances": [diabetes_row]}),
+        )
+        for path, body in requests:
+            req = urllib.request.Request(
+                server.url + path,
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                answer = resp.read().decode()
+            click.echo(f"  POST {path}")
+            click.echo(f"    -> {resp.status} {answer[:300]}")
+    finally:
+        server.stop()
+    click.echo("  server stopped (start your own with `shipyard serve`, below)")
+
+
 def _step(n: int, text: str) -> None:
     click.secho(f"\n[{n}] {text}", bold=True, fg="cyan")
 
@@ -141,9 +195,17 @@ def quickstart(ctx: click.Context, seed: int) -> None:
     finally:
         reg.close()
 
+    _step(7, "Serve iris@prod and diabetes, and send them sample requests")
+    _serve_demo(settings, [float(v) for v in x_te[0]], [float(v) for v in d_te[0]])
+
     env = f"SHIPYARD_HOME={settings.home} " if "SHIPYARD_HOME" in __import__("os").environ else ""
     click.secho("\nWhat to try next:", bold=True)
     for cmd in (
+        f"{env}shipyard serve iris@prod diabetes      # then, in another shell:",
+        "curl -s localhost:8710/v2/models/iris@prod/infer -d "
+        '\'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
+        '"data": [5.1, 3.5, 1.4, 0.2]}]}\'',
+        "curl -s localhost:8710/metrics | grep shipyard_requests",
         f"{env}shipyard models list",
         f"{env}shipyard models show iris@prod",
         f"{env}shipyard models history iris",

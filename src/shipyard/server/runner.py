@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from shipyard.config import Settings
+from shipyard.errors import ConfigError
 from shipyard.monitoring.metrics import ServerMetrics
 from shipyard.server.app import create_app, create_management_app
 from shipyard.server.dataplane import DataPlane
@@ -26,7 +28,7 @@ from shipyard.server.dataplane import DataPlane
 if TYPE_CHECKING:
     from shipyard.registry import ModelRegistry
 
-__all__ = ["run_server", "serve_async"]
+__all__ = ["BackgroundServer", "run_server", "serve_async"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +155,78 @@ def run_server(refs: Sequence[str], settings: Settings) -> None:
     except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
         runner = asyncio.run
     runner(serve_async(refs, settings))
+
+
+class BackgroundServer:
+    """A server on its own thread and event loop: for notebooks, demos and tests.
+
+    Example:
+        >>> with BackgroundServer(["iris"], settings) as srv:       # doctest: +SKIP
+        ...     httpx.post(srv.url + "/v2/models/iris/infer", json=body)
+    """
+
+    def __init__(
+        self, refs: Sequence[str], settings: Settings, *, start_timeout_s: float = 60.0
+    ) -> None:
+        self.refs = list(refs)
+        self.settings = settings
+        self.start_timeout_s = start_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the public REST listener."""
+        s = self.settings.server
+        return f"http://{s.host}:{s.port}"
+
+    def start(self) -> BackgroundServer:
+        """Start serving; returns once the listeners accept connections.
+
+        Raises:
+            ConfigError: the server failed to start (for example, a port in use).
+        """
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            started = asyncio.Event()
+            waiter = asyncio.create_task(started.wait())
+            waiter.add_done_callback(lambda _: ready.set())
+            try:
+                await serve_async(
+                    self.refs, self.settings, ready_event=started, stop_event=self._stop
+                )
+            except BaseException as exc:  # surfaced to the starting thread
+                self._error = exc
+                ready.set()
+            finally:
+                waiter.cancel()
+
+        self._thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+        self._thread.start()
+        if not ready.wait(self.start_timeout_s) or self._error is not None:
+            self.stop()
+            raise ConfigError(f"The server must start. It did not: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        """Drain and stop; safe to call twice."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None:
+            if self._stop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._stop.set)
+            thread.join(self.settings.server.drain_timeout_s + 10)
+            if not thread.is_alive():
+                loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
