@@ -21,6 +21,7 @@ from shipyard.batching.batcher import DynamicBatcher
 from shipyard.batching.tensors import shape_key, split, stack
 from shipyard.config import BatchingSettings, Settings
 from shipyard.errors import (
+    DeadlineExceeded,
     ModelNotFound,
     ModelNotReady,
     ShipyardError,
@@ -232,6 +233,8 @@ class DataPlane:
         try:
             batcher = model.batcher
             if batcher is None:
+                if deadline is not None and deadline <= time.monotonic():
+                    raise DeadlineExceeded("The request's deadline passed before it could run.")
                 # the runtime validates what it runs; checking here too would do it twice
                 return model.run(inputs)
             # checked before queueing, so a bad request fails alone with its own shapes
