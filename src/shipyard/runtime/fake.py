@@ -58,6 +58,7 @@ class FakeRuntime:
         scale: float = 1.0,
         seed: int | None = None,
         *,
+        load_s: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if latency_ms < 0:
@@ -67,6 +68,7 @@ class FakeRuntime:
                 f"failure_rate must be between 0 and 1. Got {failure_rate} instead."
             )
         self.latency_ms = latency_ms
+        self.load_s = load_s
         self.failure_rate = failure_rate
         self.scale = scale
         self.signature = Signature(inputs=(), outputs=())
@@ -91,6 +93,8 @@ class FakeRuntime:
         Raises:
             RuntimeLoadError: never (kept for the protocol).
         """
+        if self.load_s:
+            self._sleep(self.load_s)  # a slow engine: for hot-swap and readiness tests
         self._checker = InputChecker(manifest.signature)
         self.signature = manifest.signature
         self._state = RuntimeState.READY

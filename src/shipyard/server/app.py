@@ -144,17 +144,18 @@ class InferenceApp:
                 )
             parts = path[11:-6].split("/")
             if len(parts) == 1 and parts[0]:
-                model = self.dataplane.lookup(parts[0])
+                held = self.dataplane.acquire(parts[0])
             elif len(parts) == 3 and parts[1] == "versions":
-                model = self.dataplane.lookup(parts[0], parts[2])
+                held = self.dataplane.acquire(parts[0], parts[2])
             else:
                 raise ModelNotFound(f"Path {path!r} must name a model. It does not.")
-            body = await _read_body(receive, self.max_body)
-            request = codec.decode_infer_request(
-                body, header_length=header_length, limits=self.limits
-            )
-            deadline = request.deadline(timeout_ms)
-            outputs = await self.dataplane.infer(model, request.tensors(), deadline=deadline)
+            with held as model:
+                body = await _read_body(receive, self.max_body)
+                request = codec.decode_infer_request(
+                    body, header_length=header_length, limits=self.limits
+                )
+                deadline = request.deadline(timeout_ms)
+                outputs = await self.dataplane.infer(model, request.tensors(), deadline=deadline)
             payload, headers = codec.encode_infer_response(
                 request, outputs, model_name=parts[0], model_version=model.version_str
             )

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -229,17 +229,30 @@ class DataPlane:
             DeadlineExceeded: the deadline passed before the request ran.
             InferenceError: the engine failed.
         """
+        batcher = model.batcher
+        if batcher is None:
+            if deadline is not None and deadline <= time.monotonic():
+                raise DeadlineExceeded("The request's deadline passed before it could run.")
+            # the runtime validates what it runs; checking here too would do it twice
+            return model.run(inputs)
+        # checked before queueing, so a bad request fails alone with its own shapes
+        checked = model.check(inputs)
+        return await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+
+    @contextlib.contextmanager
+    def acquire(self, name: str, version: str | None = None) -> Iterator[ServedModel]:
+        """Look up a model and hold it for one request.
+
+        The version a request looked up stays loaded until the request is done, even if an
+        alias moves meanwhile: lookup and hold happen in one step, with no await between.
+
+        Raises:
+            ModelNotFound, VersionNotFound, ModelNotReady: as :meth:`lookup`.
+        """
+        model = self.lookup(name, version)
         model.inflight += 1
         try:
-            batcher = model.batcher
-            if batcher is None:
-                if deadline is not None and deadline <= time.monotonic():
-                    raise DeadlineExceeded("The request's deadline passed before it could run.")
-                # the runtime validates what it runs; checking here too would do it twice
-                return model.run(inputs)
-            # checked before queueing, so a bad request fails alone with its own shapes
-            checked = model.check(inputs)
-            return await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+            yield model
         finally:
             model.inflight -= 1
 
@@ -309,6 +322,10 @@ class DataPlane:
         except ShipyardError as exc:
             state.state, state.reason = "UNAVAILABLE", f"{exc.code}: {exc.message}"
             logger.error("Could not load %s: %s", ref, exc.message)
+            raise
+        except Exception as exc:  # a bug in an engine: report it, keep serving the others
+            state.state, state.reason = "UNAVAILABLE", f"internal: {type(exc).__name__}"
+            logger.exception("Could not load %s", ref)
             raise
         await self._install(route_name, ref, loaded, pinned=parsed.version is not None)
         state.state, state.reason, state.version = "READY", "", loaded.version

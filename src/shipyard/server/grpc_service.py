@@ -197,13 +197,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter()
         model = None
         try:
-            model = self.dataplane.lookup(request.model_name, request.model_version or None)
-            inputs = decode_request(
-                request, self.max_elements, self.settings.server.max_bytes_element_bytes
-            )
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
-            outputs = await self.dataplane.infer(model, inputs, deadline=deadline)
+            with self.dataplane.acquire(request.model_name, request.model_version or None) as model:
+                inputs = decode_request(
+                    request, self.max_elements, self.settings.server.max_bytes_element_bytes
+                )
+                remaining = context.time_remaining()
+                deadline = None if remaining is None else time.monotonic() + remaining
+                outputs = await self.dataplane.infer(model, inputs, deadline=deadline)
         except Exception as exc:
             await self._abort(context, exc, model)
             raise  # pragma: no cover - abort raises

@@ -27,6 +27,7 @@ from shipyard.server.dataplane import DataPlane
 
 if TYPE_CHECKING:
     from shipyard.registry import ModelRegistry
+    from shipyard.runtime.pool import RuntimeFactory
 
 __all__ = ["BackgroundServer", "run_server", "serve_async"]
 
@@ -64,6 +65,7 @@ async def serve_async(
     registry: ModelRegistry | None = None,
     ready_event: asyncio.Event | None = None,
     stop_event: asyncio.Event | None = None,
+    runtime_factory: RuntimeFactory | None = None,
 ) -> None:
     """Load ``refs`` and serve until SIGTERM/SIGINT, or until ``stop_event`` is set."""
     from shipyard.registry import ModelRegistry
@@ -76,6 +78,7 @@ async def serve_async(
         reg,
         settings.runtime,
         memory_budget_bytes=settings.server.memory_budget_bytes,
+        runtime_factory=runtime_factory,
     )
     dataplane = DataPlane(pool, settings, metrics)
     await dataplane.start(refs)

@@ -88,10 +88,13 @@ def _parse(rest: str) -> tuple[str, str | None, str | None, str]:
     )
 
 
+def _route(name: str, version: str | None, label: str | None) -> tuple[str, str | None]:
+    """A TF Serving label is a shipyard alias: the served ref ``name@label``."""
+    return (f"{name}@{label}", None) if label is not None else (name, version)
+
+
 def _lookup(dataplane: DataPlane, name: str, version: str | None, label: str | None) -> ServedModel:
-    if label is not None:
-        return dataplane.lookup(f"{name}@{label}")
-    return dataplane.lookup(name, version)
+    return dataplane.lookup(*_route(name, version, label))
 
 
 def _status(
@@ -208,39 +211,40 @@ def tfserving_routes(dataplane: DataPlane) -> list[Route]:
             name, version, label, action = _parse(request.path_params["rest"])
             if action not in _VERBS:
                 raise NotFoundError("POST needs a method: :predict, :classify or :regress.")
-            model = _lookup(dataplane, name, version, label)
-            body = await request.body()
-            if action == "predict":
-                inputs, form = codec.decode_tfs_predict(body, model.signature)
-                outputs = await dataplane.infer(model, inputs)
-                return Response(
-                    codec.encode_tfs_predict(outputs, form), 200, media_type="application/json"
-                )
-            parsed = codec.loads_tolerant(body)
-            if not isinstance(parsed, dict):
-                raise InvalidData("A classify/regress body must be a JSON object.")
-            task = model.manifest.task
-            outputs = await dataplane.infer(model, _examples_to_inputs(model, parsed))
-            if action == "regress":
-                if task.task is not TaskType.REGRESSION:
-                    raise InvalidInputError(
-                        f"':regress' needs a regression model. {model.name!r} is {task.task.value}."
+            with dataplane.acquire(*_route(name, version, label)) as model:
+                body = await request.body()
+                if action == "predict":
+                    inputs, form = codec.decode_tfs_predict(body, model.signature)
+                    outputs = await dataplane.infer(model, inputs)
+                    return Response(
+                        codec.encode_tfs_predict(outputs, form), 200, media_type="application/json"
                     )
-                out = outputs[task.scores_output or model.output_names[0]]
-                return _respond(
-                    200, {"result": np.asarray(out, dtype=np.float64).reshape(-1).tolist()}
-                )
-            if task.task is not TaskType.CLASSIFICATION or not task.scores_output:
-                raise InvalidInputError(
-                    f"':classify' needs a classification model with scores. {model.name!r} is "
-                    f"{task.task.value}."
-                )
-            scores = np.asarray(outputs[task.scores_output], dtype=np.float64)
-            labels = [str(c) for c in (task.class_labels or range(scores.shape[1]))]
-            result = [
-                [[lab, float(s)] for lab, s in zip(labels, row, strict=False)] for row in scores
-            ]
-            return _respond(200, {"result": result})
+                parsed = codec.loads_tolerant(body)
+                if not isinstance(parsed, dict):
+                    raise InvalidData("A classify/regress body must be a JSON object.")
+                task = model.manifest.task
+                outputs = await dataplane.infer(model, _examples_to_inputs(model, parsed))
+                if action == "regress":
+                    if task.task is not TaskType.REGRESSION:
+                        raise InvalidInputError(
+                            f"':regress' needs a regression model. "
+                            f"{model.name!r} is {task.task.value}."
+                        )
+                    out = outputs[task.scores_output or model.output_names[0]]
+                    return _respond(
+                        200, {"result": np.asarray(out, dtype=np.float64).reshape(-1).tolist()}
+                    )
+                if task.task is not TaskType.CLASSIFICATION or not task.scores_output:
+                    raise InvalidInputError(
+                        f"':classify' needs a classification model with scores. {model.name!r} is "
+                        f"{task.task.value}."
+                    )
+                scores = np.asarray(outputs[task.scores_output], dtype=np.float64)
+                labels = [str(c) for c in (task.class_labels or range(scores.shape[1]))]
+                result = [
+                    [[lab, float(s)] for lab, s in zip(labels, row, strict=False)] for row in scores
+                ]
+                return _respond(200, {"result": result})
         except Exception as exc:
             return _error(exc, request)
 

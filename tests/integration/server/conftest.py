@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def tiny_expected(x: np.ndarray, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32) @ init["W"] + init["b"]
 
 
-def start_server(refs: list[str], settings: Settings) -> RunningServer:
+def start_server(refs: list[str], settings: Settings, runtime_factory: Any = None) -> RunningServer:
     registry = ModelRegistry.open(settings)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -88,7 +89,13 @@ def start_server(refs: list[str], settings: Settings) -> RunningServer:
 
         waiter = asyncio.create_task(signal_ready())
         try:
-            await serve_async(refs, settings, ready_event=started, stop_event=stop)
+            await serve_async(
+                refs,
+                settings,
+                ready_event=started,
+                stop_event=stop,
+                runtime_factory=runtime_factory,
+            )
         except BaseException as exc:  # surfaced to the test thread
             errors.append(exc)
             ready.set()

@@ -8,22 +8,28 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from shipyard.registry import ModelRegistry
+from shipyard.runtime import FakeRuntime
 
 from .conftest import register_tiny, server_settings, start_server, stop_server
 
 
-def test_alias_move_swaps_versions_without_failed_requests(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slow_load", [False, True], ids=["onnxruntime", "load-takes-1.2s"])
+def test_alias_move_swaps_versions_without_failed_requests(
+    home: Path, tmp_path: Path, slow_load: bool
+) -> None:
     settings = server_settings(home)
     reg = ModelRegistry.open(settings)
     register_tiny(reg, tmp_path, "swap", seed=0)
     reg.promote("swap:1", "prod")
-    server = start_server(["swap@prod"], settings)
+    factory = (lambda rs: FakeRuntime(load_s=1.2)) if slow_load else None
+    server = start_server(["swap@prod"], settings, runtime_factory=factory)
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     seen: dict[int, list[str]] = {}
     failures: list[str] = []
-    stop_at = time.monotonic() + 6.0
+    stop_at = time.monotonic() + (8.0 if slow_load else 6.0)
     moved_at: list[float] = []
 
     def client(i: int) -> None:
