@@ -26,6 +26,7 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) ->
 def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")
+
     def crash() -> None:
         with atomic_writer(target) as fh:
             fh.write(b"half")
