@@ -16,11 +16,31 @@ from datetime import UTC, datetime
 
 from shipyard.config import LoggingSettings
 
-__all__ = ["configure_logging", "model_var", "request_id_var", "version_var"]
+__all__ = [
+    "configure_logging",
+    "model_var",
+    "request_id_var",
+    "trace_id_from_traceparent",
+    "trace_id_var",
+    "version_var",
+]
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 model_var: contextvars.ContextVar[str] = contextvars.ContextVar("model", default="-")
 version_var: contextvars.ContextVar[str] = contextvars.ContextVar("version", default="-")
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="-")
+
+
+def trace_id_from_traceparent(value: str) -> str | None:
+    """The trace id of a W3C ``traceparent`` header (``00-<32 hex>-<16 hex>-<2 hex>``)."""
+    parts = value.strip().split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+        return None
+    try:
+        int(parts[1], 16)
+    except ValueError:
+        return None
+    return parts[1].lower()
 
 
 class ContextFilter(logging.Filter):
@@ -30,6 +50,7 @@ class ContextFilter(logging.Filter):
         record.request_id = request_id_var.get()
         record.model = model_var.get()
         record.version = version_var.get()
+        record.trace_id = trace_id_var.get()
         return True
 
 
@@ -45,6 +66,7 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "model": getattr(record, "model", "-"),
             "version": getattr(record, "version", "-"),
+            "trace_id": getattr(record, "trace_id", "-"),
         }
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -52,7 +74,8 @@ class JsonFormatter(logging.Formatter):
 
 
 TEXT_FORMAT = (
-    "%(asctime)s %(levelname)s %(name)s [%(model)s:%(version)s %(request_id)s] %(message)s"
+    "%(asctime)s %(levelname)s %(name)s "
+    "[%(model)s:%(version)s %(request_id)s %(trace_id)s] %(message)s"
 )
 
 

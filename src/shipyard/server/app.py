@@ -28,7 +28,7 @@ from starlette.routing import Route
 from shipyard._utils.version import __version__
 from shipyard.config import ServerSettings, Settings
 from shipyard.errors import ModelNotFound, PayloadTooLarge, ShipyardError
-from shipyard.logs import request_id_var
+from shipyard.logs import request_id_var, trace_id_from_traceparent, trace_id_var
 from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
 from shipyard.server.dataplane import DataPlane
@@ -124,6 +124,8 @@ class InferenceApp:
         header_length: int | None = None
         content_length = -1
         timeout_ms: float | None = None
+        trace_id: str | None = None
+        status = 499  # client went away before an answer
         for key, value in scope["headers"]:
             if key == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
@@ -131,6 +133,8 @@ class InferenceApp:
                 header_length = int(value) if value.isdigit() else -2
             elif key == b"x-request-id":
                 request_id = value.decode("latin-1")[:128]
+            elif key == b"traceparent":
+                trace_id = trace_id_from_traceparent(value.decode("latin-1"))
             elif key == TIMEOUT_HEADER:
                 try:
                     timeout_ms = float(value)
@@ -139,6 +143,7 @@ class InferenceApp:
         if not request_id:
             request_id = _new_request_id()
         token = request_id_var.set(request_id)
+        trace_token = trace_id_var.set(trace_id) if trace_id else None
         model = None
         protocol = "rest"
         try:
@@ -202,16 +207,18 @@ class InferenceApp:
             )
             await send({"type": "http.response.body", "body": payload})
         finally:
+            if not access_logger.disabled and access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("-", 0)
+                access_logger.info(
+                    '%s "POST %s" %d %.2fms',
+                    client[0],
+                    path,
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
             request_id_var.reset(token)
-        if not access_logger.disabled and access_logger.isEnabledFor(logging.INFO):
-            client = scope.get("client") or ("-", 0)
-            access_logger.info(
-                '%s "POST %s" %d %.2fms',
-                client[0],
-                path,
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
+            if trace_token is not None:
+                trace_id_var.reset(trace_token)
 
 
 def _routes(dataplane: DataPlane) -> list[Route]:
