@@ -244,11 +244,14 @@ def serve(
     port: int | None = None,
     grpc_port: int | None = None,
     management_port: int | None = None,
+    model_settings: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
 ) -> None:
     """Serve registered models over REST (OIP V2) and gRPC until SIGTERM/SIGINT.
 
     ``refs`` are ``name``, ``name:3`` or ``name@prod``; several models and several versions
-    of one model can be served at once. Blocks until the server stops.
+    of one model can be served at once. ``model_settings`` maps a ref to per-model
+    ``{"batching": {...}, "runtime": {...}}`` overrides, applied over the global settings
+    and the version's serving settings in the registry. Blocks until the server stops.
 
     Raises:
         ConfigError: bad settings (for example clashing ports).
@@ -267,7 +270,7 @@ def serve(
     base = settings or load_settings()
     if overrides:
         base = with_overrides(base, {"server": overrides})
-    run_server(list(refs), base)
+    run_server(list(refs), base, model_settings)
 
 
 def start_server(refs: Sequence[str], *, settings: Settings | None = None) -> BackgroundServer:

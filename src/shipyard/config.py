@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -27,6 +27,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "default_home",
+    "layered",
     "load_settings",
     "with_overrides",
 ]
@@ -220,6 +221,29 @@ def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         ConfigError: a value breaks a constraint.
     """
     return _validate(_deep_merge(settings.model_dump(), overrides))
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def layered(base: SectionT, *layers: dict[str, Any] | None, where: str = "") -> SectionT:
+    """``base`` with each layer's keys applied in order, validated (per-model settings).
+
+    Raises:
+        ConfigError: a layer names an unknown setting or breaks a constraint.
+    """
+    values = base.model_dump()
+    for layer in layers:
+        if layer:
+            values.update(layer)
+    try:
+        return type(base).model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"Setting {key!r}{' of ' + where if where else ''} is invalid: {first['msg']}."
+        ) from exc
 
 
 def _validate(values: dict[str, Any]) -> Settings:

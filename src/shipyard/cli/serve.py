@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -9,22 +10,58 @@ import click
 
 from shipyard.errors import ConfigError
 
+_MODEL_KEYS = {"ref", "batching", "runtime"}
 
-def _models_from_config(path: Path) -> list[str]:
-    """``models = ["iris@prod", "digits:3"]`` from a serve config file (TOML)."""
-    import tomllib
 
+def read_serve_config(path: Path) -> tuple[list[str], dict[str, Any], dict[str, dict[str, Any]]]:
+    """Parse a serve config: models (with per-model settings) and global setting overrides.
+
+    ```toml
+    models = ["digits:3"]            # plain refs, or tables:
+    [[models]]
+    ref = "iris@prod"
+    batching = { max_batch_size = 16 }
+    runtime = { intra_op_threads = 2 }
+
+    [server]                          # any settings section applies to the whole server
+    port = 9000
+    ```
+
+    Returns:
+        (refs, settings overrides, {ref: {"batching": ..., "runtime": ...}}).
+
+    Raises:
+        ConfigError: unreadable TOML or a malformed model entry.
+    """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"Serve config {str(path)!r} must be readable TOML: {exc}") from exc
-    models = data.get("models", [])
-    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+    models = data.pop("models", [])
+    if not isinstance(models, list):
         raise ConfigError(
-            f"'models' in {str(path)!r} must be a list of refs. Got {models!r} instead.",
-            hint='Write: models = ["iris@prod", "digits:3"]',
+            f"'models' in {str(path)!r} must be a list. Got {type(models).__name__} instead.",
+            hint='Write: models = ["iris@prod"] or [[models]] tables with ref = "...".',
         )
-    return models
+    refs: list[str] = []
+    per_model: dict[str, dict[str, Any]] = {}
+    for entry in models:
+        if isinstance(entry, str):
+            refs.append(entry)
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("ref"), str):
+            raise ConfigError(
+                f"Each model in {str(path)!r} must be a ref string or a table with 'ref'. "
+                f"Got {entry!r} instead."
+            )
+        unknown = sorted(set(entry) - _MODEL_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"A model table takes only {sorted(_MODEL_KEYS)}. Got {unknown} instead.",
+            )
+        refs.append(entry["ref"])
+        per_model[entry["ref"]] = {k: v for k, v in entry.items() if k != "ref"}
+    return refs, data, per_model
 
 
 @click.command()
@@ -41,10 +78,11 @@ def _models_from_config(path: Path) -> list[str]:
     help="Management REST port (default 8712, loopback).",
 )
 @click.option(
-    "--models-file",
+    "--config",
+    "config_file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
-    help="A TOML file with `models = [refs...]` (settings go in --config).",
+    help="A serve config (TOML): models with per-model batching/threads, plus settings.",
 )
 @click.pass_context
 def serve(
@@ -54,7 +92,7 @@ def serve(
     port: int | None,
     grpc_port: int | None,
     management_port: int | None,
-    models_file: Path | None,
+    config_file: Path | None,
 ) -> None:
     """Serve REFs (NAME, NAME:VERSION or NAME@ALIAS) until Ctrl-C or SIGTERM.
 
@@ -62,11 +100,18 @@ def serve(
     unload and the repository index on --management-port, bound to 127.0.0.1.
     """
     from shipyard.api import serve as run
+    from shipyard.config import with_overrides
     from shipyard.logs import configure_logging
 
     state: Any = ctx.find_root().obj
     settings = state.settings()
-    all_refs = list(refs) + (_models_from_config(models_file) if models_file else [])
+    all_refs = list(refs)
+    per_model: dict[str, dict[str, Any]] = {}
+    if config_file is not None:
+        file_refs, overrides, per_model = read_serve_config(config_file)
+        all_refs += [r for r in file_refs if r not in all_refs]
+        if overrides:
+            settings = with_overrides(settings, overrides)
     level = "DEBUG" if state.verbose > 1 else "INFO"
     configure_logging(settings.logging.model_copy(update={"level": level}))
     run(
@@ -76,4 +121,5 @@ def serve(
         port=port,
         grpc_port=grpc_port,
         management_port=management_port,
+        model_settings=per_model,
     )

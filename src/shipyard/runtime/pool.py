@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shipyard.config import RuntimeSettings
+from shipyard.config import RuntimeSettings, layered
 from shipyard.errors import (
     ArtifactCorrupted,
     CapacityExceeded,
@@ -51,6 +51,8 @@ class LoadedModel:
     runtime: Runtime
     size_bytes: int
     load_seconds: float
+    serving: dict[str, Any] = field(default_factory=dict)
+    """The version's serving settings from the registry (e.g. tuned batching)."""
     loaded_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -130,8 +132,13 @@ class ModelPool:
         """Artifact bytes of every loaded version."""
         return sum(m.size_bytes for m in self._models.values())
 
-    def load(self, ref: str | ModelRef) -> LoadedModel:
+    def load(
+        self, ref: str | ModelRef, runtime_overrides: dict[str, Any] | None = None
+    ) -> LoadedModel:
         """Load (or return the already loaded) version a ref names, warmed and ready.
+
+        Runtime settings are layered: the pool's, then the version's serving settings in
+        the registry (``serving["runtime"]``), then ``runtime_overrides`` (a serve config).
 
         Raises:
             NotFoundError: the ref names nothing.
@@ -149,7 +156,14 @@ class ModelPool:
             self._make_room(size, mv.ref)
         started = time.perf_counter()
         data = self.registry.read_artifact(mv)
-        runtime = self._factory(self.runtime_settings)
+        runtime = self._factory(
+            layered(
+                self.runtime_settings,
+                dict(mv.serving.get("runtime") or {}),
+                runtime_overrides,
+                where=mv.ref,
+            )
+        )
         try:
             runtime.load(data, mv.manifest)
             runtime.predict(warmup_inputs(mv.manifest))
@@ -164,7 +178,13 @@ class ModelPool:
             ) from exc
         del data
         loaded = LoadedModel(
-            mv.name, mv.version, mv.manifest, runtime, size, time.perf_counter() - started
+            mv.name,
+            mv.version,
+            mv.manifest,
+            runtime,
+            size,
+            time.perf_counter() - started,
+            serving=dict(mv.serving),
         )
         with self._lock:
             existing = self._models.get(key)

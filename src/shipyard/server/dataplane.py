@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shipyard.batching.batcher import DynamicBatcher
 from shipyard.batching.tensors import shape_key, split, stack
-from shipyard.config import BatchingSettings, Settings
+from shipyard.config import BatchingSettings, Settings, layered
 from shipyard.errors import (
     DeadlineExceeded,
     ModelNotFound,
@@ -159,10 +159,16 @@ class DataPlane:
     """
 
     def __init__(
-        self, pool: ModelPool, settings: Settings, metrics: ServerMetrics | None = None
+        self,
+        pool: ModelPool,
+        settings: Settings,
+        metrics: ServerMetrics | None = None,
+        model_settings: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
+        # ref -> {"batching": {...}, "runtime": {...}}: per-model overrides from a serve config
+        self.model_settings = dict(model_settings or {})
         self.metrics = metrics or ServerMetrics()
         self._served: dict[tuple[str, int], ServedModel] = {}
         self._routes: dict[str, _Route] = {}
@@ -331,7 +337,8 @@ class DataPlane:
         state.ref = ref
         try:
             parsed = ModelRef.parse(ref)
-            loaded = await asyncio.to_thread(self.pool.load, ref)
+            overrides = self.model_settings.get(ref, {})
+            loaded = await asyncio.to_thread(self.pool.load, ref, overrides.get("runtime"))
         except ShipyardError as exc:
             state.state, state.reason = "UNAVAILABLE", f"{exc.code}: {exc.message}"
             logger.error("Could not load %s: %s", ref, exc.message)
@@ -349,7 +356,13 @@ class DataPlane:
             key = loaded.key
             served = self._served.get(key)
             if served is None or served.retired:
-                served = ServedModel(loaded, self.settings.batching, self.metrics)
+                batching = layered(
+                    self.settings.batching,
+                    dict(loaded.serving.get("batching") or {}),
+                    self.model_settings.get(ref, {}).get("batching"),
+                    where=ref,
+                )
+                served = ServedModel(loaded, batching, self.metrics)
                 if served.batcher is not None:
                     await served.batcher.start()
                 self._served[key] = served

@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -66,6 +66,7 @@ async def serve_async(
     ready_event: asyncio.Event | None = None,
     stop_event: asyncio.Event | None = None,
     runtime_factory: RuntimeFactory | None = None,
+    model_settings: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
 ) -> None:
     """Load ``refs`` and serve until SIGTERM/SIGINT, or until ``stop_event`` is set."""
     from shipyard.registry import ModelRegistry
@@ -80,7 +81,7 @@ async def serve_async(
         memory_budget_bytes=settings.server.memory_budget_bytes,
         runtime_factory=runtime_factory,
     )
-    dataplane = DataPlane(pool, settings, metrics)
+    dataplane = DataPlane(pool, settings, metrics, model_settings)
     await dataplane.start(refs)
     s = settings.server
     servers: list[_Server] = []
@@ -149,7 +150,11 @@ async def serve_async(
         logger.info("Stopped")
 
 
-def run_server(refs: Sequence[str], settings: Settings) -> None:
+def run_server(
+    refs: Sequence[str],
+    settings: Settings,
+    model_settings: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
+) -> None:
     """Serve in a fresh event loop (uvloop when installed) until a signal arrives."""
     try:
         import uvloop
@@ -157,7 +162,7 @@ def run_server(refs: Sequence[str], settings: Settings) -> None:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
         runner = asyncio.run
-    runner(serve_async(refs, settings))
+    runner(serve_async(refs, settings, model_settings=model_settings))
 
 
 class BackgroundServer:
