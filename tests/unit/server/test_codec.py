@@ -11,12 +11,9 @@ from shipyard.errors import InvalidData, InvalidInputError, PayloadTooLarge, Sig
 from shipyard.server.codec import (
     DecodeLimits,
     decode_infer_request,
-    decode_tfs_predict,
     encode_infer_response,
-    encode_tfs_predict,
-    loads_tolerant,
 )
-from shipyard.spec import DType, Signature, TensorSpec
+from shipyard.spec import DType
 
 NUMERIC = [d for d in DType if d is not DType.BYTES]
 
@@ -55,24 +52,6 @@ def test_bytes_round_trip_in_json_and_binary() -> None:
     head = json.loads(body[:n])
     assert head["outputs"][0]["parameters"]["binary_data_size"] == 4 + 6 + 4 + 1
     assert body[n:] == b"\x06\x00\x00\x00h\xc3\xa9llo\x01\x00\x00\x00x"
-
-
-def test_binary_request_matches_tritonclient_encoding() -> None:
-    import tritonclient.http as httpclient
-
-    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
-    inp = httpclient.InferInput("x", [2, 4], "FP32")
-    inp.set_data_from_numpy(x, binary_data=True)
-    out = httpclient.InferRequestedOutput("y", binary_data=True)
-    body, json_size = httpclient.InferenceServerClient.generate_request_body([inp], outputs=[out])
-    req = decode_infer_request(body, header_length=json_size)
-    np.testing.assert_array_equal(req.tensors()["x"], x)
-    payload, headers = encode_infer_response(req, {"y": x * 2}, model_name="m", model_version="3")
-    n = dict(headers).get(b"inference-header-content-length")
-    result = httpclient.InferenceServerClient.parse_response_body(
-        payload, header_length=int(n) if n else None
-    )
-    np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
 
 
 @pytest.mark.parametrize(
@@ -232,59 +211,109 @@ def test_timeout_parameter_and_header_set_a_deadline() -> None:
     assert d2 is not None and d2 - time.monotonic() <= 0.1
 
 
-SIG2 = Signature(
-    inputs=(
-        TensorSpec(name="tag", dtype=DType.BYTES, shape=(None,)),
-        TensorSpec(name="signal", dtype=DType.FP32, shape=(None, 5)),
-    ),
-    outputs=(TensorSpec(name="y", dtype=DType.FP32, shape=(None,)),),
-)
+def test_nested_and_flat_data_decode_to_the_same_tensor() -> None:
+    nested = decode_infer_request(
+        _body([{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}])
+    )
+    flat = decode_infer_request(
+        _body([{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": [1, 2, 3, 4]}])
+    )
+    np.testing.assert_array_equal(nested.tensors()["x"], flat.tensors()["x"])
+    assert nested.inputs[0].shape == (2, 2)
+    assert nested.inputs[0].datatype is DType.INT32
 
 
-def test_tfs_row_form_with_named_inputs() -> None:
-    body = json.dumps(
-        {
-            "signature_name": "serving_default",
-            "instances": [
-                {"tag": "foo", "signal": [1, 2, 3, 4, 5]},
-                {"tag": "bar", "signal": [3, 4, 1, 2, 5]},
-            ],
-        }
-    ).encode()
-    tensors, form = decode_tfs_predict(body, SIG2)
-    assert form == "row"
-    assert list(tensors["tag"]) == [b"foo", b"bar"]
-    assert tensors["signal"].shape == (2, 5)
+def test_unknown_datatype_error_lists_the_valid_ones() -> None:
+    with pytest.raises(InvalidData) as info:
+        decode_infer_request(_body([{"name": "x", "shape": [1], "datatype": "FLOAT", "data": [1]}]))
+    for d in DType:
+        assert d.value in info.value.message
+    assert "Got 'FLOAT' instead." in info.value.message
 
 
-def test_tfs_columnar_form_and_b64() -> None:
-    body = json.dumps(
-        {"inputs": {"tag": [{"b64": "Zm9v"}, "bar"], "signal": [[1] * 5, [2] * 5]}}
-    ).encode()
-    tensors, form = decode_tfs_predict(body, SIG2)
-    assert form == "columnar"
-    assert list(tensors["tag"]) == [b"foo", b"bar"]
+def test_top_level_count_mismatch_is_refused_before_numpy_sees_the_data() -> None:
+    with pytest.raises(SignatureMismatch, match="Got 3 at the top level"):
+        decode_infer_request(
+            _body([{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}])
+        )
 
 
-def test_tfs_nan_tokens_fall_back_to_the_tolerant_parser() -> None:
-    assert np.isnan(loads_tolerant(b'{"a": NaN}')["a"])
-    with pytest.raises(InvalidData):
-        loads_tolerant(b"{nope")
+def test_tensor_data_nested_deeper_than_the_limit_is_refused() -> None:
+    data: list = [1.0]
+    for _ in range(9):
+        data = [data]
+    body = _body([{"name": "x", "shape": [1], "datatype": "FP32", "data": data}])
+    with pytest.raises(InvalidData, match="nesting must be at most 8"):
+        decode_infer_request(body, limits=DecodeLimits(max_json_depth=8))
 
 
-def test_tfs_body_needs_exactly_one_form() -> None:
-    with pytest.raises(InvalidData, match="exactly one"):
-        decode_tfs_predict(b'{"instances": [], "inputs": {}}', SIG2)
+def test_json_past_orjsons_own_recursion_limit_is_invalid_data() -> None:
+    with pytest.raises(InvalidData, match="valid JSON"):
+        decode_infer_request(b"[" * 2000 + b"]" * 2000)
 
 
-def test_tfs_encoding_of_rows_and_columns() -> None:
-    outs = {
-        "label": np.array([1, 2], dtype=np.int64),
-        "p": np.array([[0.5, 0.5], [0.1, 0.9]], dtype=np.float32),
-    }
-    rows = json.loads(encode_tfs_predict(outs, "row"))["predictions"]
-    assert rows[1]["label"] == 2
-    cols = json.loads(encode_tfs_predict(outs, "columnar"))["outputs"]
-    assert cols["label"] == [1, 2]
-    one = json.loads(encode_tfs_predict({"y": np.array([1.5])}, "row"))
-    assert one == {"predictions": [1.5]}
+def test_deep_output_parameters_are_refused() -> None:
+    deep: list = []
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(InvalidData, match="nesting"):
+        decode_infer_request(
+            _body(
+                [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+                outputs=[{"name": "y", "parameters": {"x": deep}}],
+            )
+        )
+
+
+def test_duplicate_input_names_are_refused() -> None:
+    one = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}
+    with pytest.raises(InvalidData, match="'x' twice"):
+        decode_infer_request(_body([one, one]))
+
+
+def test_bytes_output_that_is_not_utf8_is_sent_binary_in_a_json_response() -> None:
+    req = decode_infer_request(
+        _body([{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}])
+    )
+    out = np.array([b"\xff\xfe", b"ok"], dtype=object)
+    body, headers = encode_infer_response(req, {"s": out}, model_name="m", model_version="1")
+    n = int(dict(headers)[b"inference-header-content-length"])
+    head = json.loads(body[:n])
+    assert head["outputs"][0]["parameters"]["binary_data_size"] == 4 + 2 + 4 + 2
+    text, _ = encode_infer_response(
+        req, {"s": np.array([b"ok"], dtype=object)}, model_name="m", model_version="1"
+    )
+    assert json.loads(text)["outputs"][0]["data"] == ["ok"]
+
+
+def test_response_echoes_id_and_model_and_writes_flat_data() -> None:
+    req = decode_infer_request(
+        _body([{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], id="req-42")
+    )
+    body, headers = encode_infer_response(
+        req, {"y": np.arange(6, dtype=np.int64).reshape(2, 3).T}, model_name="m", model_version="2"
+    )
+    doc = json.loads(body)
+    assert dict(headers)[b"content-type"] == b"application/json"
+    assert (doc["model_name"], doc["model_version"], doc["id"]) == ("m", "2", "req-42")
+    assert doc["outputs"][0]["shape"] == [3, 2]
+    assert doc["outputs"][0]["data"] == [0, 3, 1, 4, 2, 5]  # row-major of the transposed view
+
+
+def test_fp16_travels_as_json_numbers() -> None:
+    req = decode_infer_request(
+        _body([{"name": "h", "shape": [2], "datatype": "FP16", "data": [0.5, -2.0]}])
+    )
+    arr = req.tensors()["h"]
+    assert arr.dtype == np.float16
+    body, _ = encode_infer_response(req, {"h": arr}, model_name="m", model_version="1")
+    assert json.loads(body)["outputs"][0]["data"] == [0.5, -2.0]
+
+
+def test_wrong_element_types_are_invalid_data_without_echoing_the_payload() -> None:
+    secret = "s3cr3t-" * 20
+    with pytest.raises(InvalidData) as info:
+        decode_infer_request(
+            _body([{"name": "x", "shape": [1], "datatype": "FP32", "data": [{"k": secret}]}])
+        )
+    assert secret not in info.value.message
