@@ -200,35 +200,44 @@ def test_repository_routes_are_not_on_the_public_port(served: RunningServer) -> 
         assert c.post("/v2/repository/index", json={}).status_code == 404
 
 
-def test_access_log_carries_request_id_and_w3c_trace_id(
-    served: RunningServer, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_access_log_carries_request_id_and_w3c_trace_id(served: RunningServer) -> None:
     import logging
 
     from shipyard.logs import ContextFilter
 
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     access = logging.getLogger("shipyard.access")
-    context = ContextFilter()
-    caplog.handler.addFilter(context)
+    collect = Collect()
+    collect.addFilter(ContextFilter())
+    saved = (access.level, access.disabled)
+    access.addHandler(collect)
+    access.setLevel(logging.INFO)
+    access.disabled = False
     try:
-        with caplog.at_level(logging.INFO, logger="shipyard.access"):
-            access.disabled = False
-            with httpx.Client(base_url=served.http) as c:
-                r = c.post(
-                    "/v2/models/tiny/infer",
-                    json=body,
-                    headers={
-                        "traceparent": f"00-{trace}-00f067aa0ba902b7-01",
-                        "x-request-id": "abc123",
-                    },
-                )
-            assert r.status_code == 200
-            assert r.headers["x-request-id"] == "abc123"
+        with httpx.Client(base_url=served.http) as c:
+            r = c.post(
+                "/v2/models/tiny/infer",
+                json=body,
+                headers={
+                    "traceparent": f"00-{trace}-00f067aa0ba902b7-01",
+                    "x-request-id": "abc123",
+                },
+            )
+        assert r.status_code == 200
+        assert r.headers["x-request-id"] == "abc123"
     finally:
-        caplog.handler.removeFilter(context)
-    records = [rec for rec in caplog.records if rec.name == "shipyard.access"]
-    assert records, "no access log line"
-    assert records[-1].request_id == "abc123"  # type: ignore[attr-defined]
-    assert records[-1].trace_id == trace  # type: ignore[attr-defined]
+        access.removeHandler(collect)
+        access.setLevel(saved[0])
+        access.disabled = saved[1]
+    assert collect.records, "no access log line"
+    assert collect.records[-1].request_id == "abc123"  # type: ignore[attr-defined]
+    assert collect.records[-1].trace_id == trace  # type: ignore[attr-defined]
