@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import numpy as np
 import pytest
@@ -234,6 +236,11 @@ def test_access_log_carries_request_id_and_w3c_trace_id(served: RunningServer) -
             )
         assert r.status_code == 200
         assert r.headers["x-request-id"] == "abc123"
+        # The server writes the access line after the response is sent, on its
+        # own thread: wait for it rather than racing it.
+        deadline = time.monotonic() + 5
+        while not collect.records and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         access.removeHandler(collect)
         access.setLevel(saved[0])
