@@ -1,6 +1,6 @@
 """A closed-loop gRPC load generator: several processes, each a grpc.aio client (C core).
 
-    python grpc_load.py HOST:PORT MODEL --shape 1,3,32,32 --concurrency 64 --duration 10
+    python grpc_load.py HOST:PORT MODEL --input input --shape 1,3,32,32 --concurrency 64
 
 Requests carry the tensor in raw_input_contents (as tritonclient sends it). Prints one JSON
 line: requests/s, latency percentiles in ms, errors. Client processes pin themselves to the
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 
-def _worker(target: str, model: str, shape: list[int], conc: int, duration: float, q: Any) -> None:
+def _worker(
+    target: str, model: str, shape: list[int], conc: int, duration: float, q: Any, name: str
+) -> None:
     cpus = os.environ.get("SHIPYARD_BENCH_CLIENT_CPUS")
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
@@ -34,7 +36,7 @@ def _worker(target: str, model: str, shape: list[int], conc: int, duration: floa
         channel = grpc.aio.insecure_channel(target)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         req = pb.ModelInferRequest(model_name=model)
-        req.inputs.add(name="input", datatype="FP32", shape=shape)
+        req.inputs.add(name=name, datatype="FP32", shape=shape)
         req.raw_input_contents.append(
             np.random.default_rng(0).random(shape, dtype=np.float32).tobytes()
         )
@@ -62,7 +64,13 @@ def _worker(target: str, model: str, shape: list[int], conc: int, duration: floa
 
 
 def run_load(
-    target: str, model: str, shape: list[int], concurrency: int, duration: float, processes: int = 4
+    target: str,
+    model: str,
+    shape: list[int],
+    concurrency: int,
+    duration: float,
+    processes: int = 4,
+    input_name: str = "input",
 ) -> dict[str, Any]:
     """Drive ``concurrency`` in-flight requests split over ``processes`` clients."""
     ctx = mp.get_context("spawn")
@@ -72,7 +80,9 @@ def run_load(
         for i in range(processes)
     ]
     procs = [
-        ctx.Process(target=_worker, args=(target, model, shape, c, duration, q)) for c in per if c
+        ctx.Process(target=_worker, args=(target, model, shape, c, duration, q, input_name))
+        for c in per
+        if c
     ]
     for p in procs:
         p.start()
@@ -103,7 +113,12 @@ if __name__ == "__main__":
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--processes", type=int, default=4)
+    ap.add_argument("--input", default="input", help="the model's input name")
     a = ap.parse_args()
     shape = [int(d) for d in a.shape.split(",")]
-    print(json.dumps(run_load(a.target, a.model, shape, a.concurrency, a.duration, a.processes)))
+    print(
+        json.dumps(
+            run_load(a.target, a.model, shape, a.concurrency, a.duration, a.processes, a.input)
+        )
+    )
     sys.exit(0)

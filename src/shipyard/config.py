@@ -87,6 +87,10 @@ class ServerSettings(_Section):
     """Public REST port (not 8000/8080/8501: those belong to other servers)."""
     grpc_port: int = Field(8711, ge=0, le=65535)
     """Public gRPC port."""
+    grpc_workers: int = Field(64, ge=1, le=4096)
+    """gRPC calls in flight at once (one waiting thread each); batches form across them."""
+    grpc_max_concurrent_rpcs: int | None = Field(1024, ge=1)
+    """gRPC calls accepted at once, waiting ones included; past it RESOURCE_EXHAUSTED."""
     management_host: str = "127.0.0.1"
     """Interface of the management listener (load/unload); loopback by default."""
     management_port: int = Field(8712, ge=0, le=65535)
