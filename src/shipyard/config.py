@@ -97,6 +97,8 @@ class ServerSettings(_Section):
     """Management REST port."""
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 past it)."""
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request line plus headers accepted (431 past it, before they are buffered)."""
     max_json_depth: int = Field(32, ge=2)
     """Deepest JSON nesting accepted in a request body."""
     max_bytes_element_bytes: int = Field(16 * 1024 * 1024, ge=1)

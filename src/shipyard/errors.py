@@ -13,7 +13,7 @@ ShipyardError
 ├── IntegrityError ─ ArtifactCorrupted
 ├── RuntimeLoadError, InferenceError, ModelNotReady
 ├── CapacityExceeded (memory budget)
-└── Overloaded (queue full), DeadlineExceeded, PayloadTooLarge
+└── Overloaded (queue full), DeadlineExceeded, PayloadTooLarge, HeadersTooLarge
 ```
 
 Every class has a stable kebab-case ``code`` (a reference users can search for) and an
@@ -35,6 +35,7 @@ __all__ = [
     "ConversionError",
     "DataNotFound",
     "DeadlineExceeded",
+    "HeadersTooLarge",
     "InferenceError",
     "IntegrityError",
     "InvalidData",
@@ -260,3 +261,9 @@ class PayloadTooLarge(InvalidInputError):
     """A request or element exceeds a configured size limit."""
 
     code = "payload-too-large"
+
+
+class HeadersTooLarge(InvalidInputError):
+    """A request's line and headers exceed the configured size limit."""
+
+    code = "headers-too-large"

@@ -26,6 +26,7 @@ HTTP_STATUS: dict[type[errors.ShipyardError], HTTPStatus] = {
     errors.NotFoundError: HTTPStatus.NOT_FOUND,
     errors.ConflictError: HTTPStatus.CONFLICT,
     errors.PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    errors.HeadersTooLarge: HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
     errors.InvalidInputError: HTTPStatus.BAD_REQUEST,
     errors.ConversionError: HTTPStatus.BAD_REQUEST,
     errors.ModelNotReady: HTTPStatus.SERVICE_UNAVAILABLE,

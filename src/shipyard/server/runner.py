@@ -22,6 +22,7 @@ import uvicorn
 from shipyard.config import Settings
 from shipyard.errors import ConfigError
 from shipyard.monitoring.metrics import ServerMetrics
+from shipyard.server._http import limited_http_protocol
 from shipyard.server.app import create_app, create_management_app
 from shipyard.server.dataplane import DataPlane
 
@@ -48,7 +49,7 @@ def _uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvico
         host=host,
         port=port,
         loop="none",
-        http="httptools",
+        http=limited_http_protocol(settings.server.max_header_bytes),
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -135,6 +135,76 @@ def test_body_over_limit_is_413_before_reading(served: RunningServer) -> None:
     assert json.loads(body)["code"] == "payload-too-large"
 
 
+def _raw_exchange(hostport: str, chunks: list[bytes]) -> tuple[bytes, bytes]:
+    """Send raw bytes in ``chunks``; return the response head and body (or what came)."""
+    import socket
+
+    host, port = hostport.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before reading it all: that is the point
+        data = b""
+        while True:
+            try:
+                got = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not got:
+                break
+            data += got
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep and b"content-length: " in head.lower():
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                if len(body) >= length:
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("where", ["one-header", "many-headers", "url", "split-reads"])
+def test_headers_over_limit_are_431_before_buffering(served: RunningServer, where: str) -> None:
+    import json
+
+    limit = served.settings.server.max_header_bytes
+    line = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+    if where == "one-header":
+        chunks = [line + b"X-Big: " + b"a" * (limit + 10) + b"\r\n\r\n"]
+    elif where == "many-headers":
+        chunks = [line + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(limit // 100))]
+        chunks[0] += b"\r\n"
+    elif where == "url":
+        chunks = [b"GET /v2/health/live?q=" + b"c" * (limit + 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n"]
+    else:  # an endless header sent in small pieces, never finished
+        chunks = [line + b"X-Slow: "] + [b"d" * 1000] * (limit // 1000 + 5)
+    head, body = _raw_exchange(served.http_hostport, chunks)
+    assert head.startswith(b"HTTP/1.1 431"), head[:80]
+    assert json.loads(body)["code"] == "headers-too-large"
+    # the server stays healthy, and a head just under the limit still passes
+    ok_head, _ = _raw_exchange(
+        served.http_hostport,
+        [line + b"X-Fits: " + b"e" * (limit - len(line) - 200) + b"\r\nConnection: close\r\n\r\n"],
+    )
+    assert ok_head.startswith(b"HTTP/1.1 200"), ok_head[:80]
+
+
+def test_pipelined_requests_each_get_their_own_header_budget(served: RunningServer) -> None:
+    limit = served.settings.server.max_header_bytes
+    one = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"f" * (limit // 2) + b"\r\n\r\n"
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    import socket
+
+    host, port = served.http_hostport.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(one + one + one + last)  # together well over the limit, each under it
+        data = b""
+        while got := sock.recv(65536):
+            data += got
+    assert data.count(b"HTTP/1.1 200") == 4, data[:200]
+
+
 def test_unknown_route_is_json_404(served: RunningServer) -> None:
     with httpx.Client(base_url=served.http) as c:
         r = c.get("/v3/whatever")
