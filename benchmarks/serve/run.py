@@ -7,8 +7,9 @@ Builds two models (S = LogisticRegression on digits, 64 features; M = the CIFAR-
 to core 1; servers pinned to core 0):
   * a no-op ASGI handler, to prove the client can push ≥ 1.5x the floor's rate;
   * the floor (benchmarks/serve/floor.py): uvicorn + orjson + numpy + ONNX Runtime inline;
-  * shipyard serve, batching off and on.
-Concurrency 1, 8 and 64. Writes JSON (git sha, host, versions, parameters, results, ratios)
+  * shipyard serve, batching off and on; with batching on, the same server over gRPC too
+    (grpc_load.py: 4 grpc.aio client processes pinned to core 1, raw tensor contents).
+Concurrency 1, 8 and 64 (gRPC: 8 and 64). Writes JSON (git sha, host, versions, parameters, results, ratios)
 to benchmarks/results/<device>/serve-<date>-<sha>.json and prints a table.
 """
 
@@ -142,8 +143,8 @@ def build_models(work: Path) -> dict[str, dict[str, Any]]:
             {"inputs": [{"name": name, "shape": shape, "datatype": "FP32", "data": data}]}
         ).encode()
     return {
-        "S": {"path": s_path, "body": bodies["S"]},
-        "M": {"path": m_path, "body": bodies["M"]},
+        "S": {"path": s_path, "body": bodies["S"], "input": "X", "shape": [1, 64]},
+        "M": {"path": m_path, "body": bodies["M"], "input": "input", "shape": [1, 3, 32, 32]},
     }
 
 
@@ -248,6 +249,32 @@ def run_wrk(url: str, body_path: Path, conns: int, duration_s: int) -> dict[str,
     return {"rps": rps, **lat, "errors": errors}
 
 
+def run_grpc(
+    target: str, model: str, input_name: str, shape: list[int], concurrency: int, duration_s: int
+) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            PY,
+            str(HERE / "grpc_load.py"),
+            target,
+            model,
+            "--input",
+            input_name,
+            "--shape",
+            ",".join(map(str, shape)),
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration_s),
+        ],
+        env={**os.environ, "SHIPYARD_BENCH_CLIENT_CPUS": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def bench_target(
     name: str,
     cmd: list[str],
@@ -257,7 +284,13 @@ def bench_target(
     work: Path,
     levels: list[int],
     duration_s: int,
+    grpc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Launch ``cmd``, time its cold start, read its idle RSS, drive it with wrk.
+
+    With ``grpc`` (target, model, input, shape), the same server is then driven over gRPC
+    by ``grpc_load.py`` (4 client processes pinned to core 1) at the same levels but c1.
+    """
     body_path = work / f"{name}.json"
     body_path.write_bytes(body)
     launched = time.perf_counter()
@@ -269,6 +302,12 @@ def bench_target(
         idle_rss = rss_mb(proc.pid)
         run_wrk(url, body_path, 8, 1)  # warm-up
         results = {f"c{c}": run_wrk(url, body_path, c, duration_s) for c in levels}
+        if grpc is not None:
+            results["grpc"] = {
+                f"c{c}": run_grpc(**grpc, concurrency=c, duration_s=duration_s)
+                for c in levels
+                if c > 1
+            }
         return {
             "cold_start_s": round(cold_start_s, 3),
             "idle_rss_mb": round(idle_rss, 1),
@@ -309,7 +348,7 @@ def main() -> int:
         "parameters": {
             "duration_s": duration,
             "concurrency": levels,
-            "client": "wrk -t1 (core 1)",
+            "client": "wrk -t1 (core 1); gRPC: grpc_load.py, 4 grpc.aio processes (core 1)",
             "server_cpu": "taskset -c 0",
             "intra_op_threads": 1,
         },
@@ -344,8 +383,14 @@ def main() -> int:
                 **base_env,
                 "SHIPYARD_BATCHING__MAX_BATCH_SIZE": "1" if batching == "off" else "64",
             }
-            port = free_port()
+            port, grpc_port = free_port(), free_port()
             url = f"http://127.0.0.1:{port}/v2/models/{key.lower()}/infer"
+            grpc = {
+                "target": f"127.0.0.1:{grpc_port}",
+                "model": key.lower(),
+                "input_name": info["input"],
+                "shape": info["shape"],
+            }
             res[f"shipyard_batching_{batching}"] = bench_target(
                 f"shipyard-{batching}",
                 [
@@ -355,7 +400,7 @@ def main() -> int:
                     "--port",
                     str(port),
                     "--grpc-port",
-                    "0",
+                    str(grpc_port) if batching == "on" else "0",
                     "--management-port",
                     "0",
                 ],
@@ -365,6 +410,7 @@ def main() -> int:
                 work,
                 levels,
                 duration,
+                grpc=grpc if batching == "on" else None,
             )
         floor8 = res["floor"]["c8"]["rps"]
         res["client_headroom"] = round(res["noop"]["c8"]["rps"] / floor8, 2)
@@ -383,6 +429,14 @@ def main() -> int:
                 for target in ("shipyard_batching_off", "shipyard_batching_on")
             }
         )
+        on = res["shipyard_batching_on"]
+        res["ratios"].update(
+            {
+                f"grpc_vs_rest_c{c}_rps": round(on["grpc"][f"c{c}"]["rps"] / on[f"c{c}"]["rps"], 3)
+                for c in levels
+                if c > 1
+            }
+        )
         report["results"][key] = res
         print(f"== {key}: client headroom {res['client_headroom']}x the floor at c8")
         for target in ("floor", "shipyard_batching_off", "shipyard_batching_on"):
@@ -394,6 +448,14 @@ def main() -> int:
             ]
             tail = f"  rss {row['idle_rss_mb']} MB cold {row['cold_start_s']} s"
             print(f"  {target:24s} " + "  ".join(cells) + tail)
+        g = on["grpc"]
+        cells = [
+            f"c{c}: {g[f'c{c}']['rps']:8.0f} rps p99 {g[f'c{c}']['p99_ms']:.2f}ms "
+            f"err {g[f'c{c}']['errors']}"
+            for c in levels
+            if c > 1
+        ]
+        print(f"  {'shipyard_grpc (batching)':24s} " + "  ".join(cells))
         print("  ratios:", json.dumps(res["ratios"]))
         if res["client_headroom"] < 1.5:
             print("  WARNING: the client cannot drive 1.5x the floor: results are client-bound")
