@@ -9,10 +9,15 @@ Imports: config (and prometheus_client).
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["CONTENT_TYPE_LATEST", "ModelMetrics", "ServerMetrics"]
 
@@ -36,13 +41,96 @@ LATENCY_BUCKETS_S = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+class CountChild:
+    """One labelled counter value. ``inc`` is a plain add: no lock, no checks."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (>= 0; not checked on this path)."""
+        self.value += amount
+
+
+class HistogramChild:
+    """One labelled histogram. ``observe`` is one bisect and two adds: no lock."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose upper bound is >= it."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class _HotFamily:
+    """A Counter or Histogram family for the request path, collected at scrape time.
+
+    prometheus_client takes a lock and re-validates on every ``inc``/``observe``, about
+    0.3 and 0.6 µs. These children are updated only from the server's event-loop thread
+    (request handlers and batch callbacks run there), so a plain add is safe; a scrape
+    reads values that are at worst one request old.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float] | None = None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = None if buckets is None else tuple(float(b) for b in buckets)
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        """The child for ``values`` (created on first use)."""
+        child = self.children.get(values)
+        if child is None:
+            child = CountChild() if self.bounds is None else HistogramChild(self.bounds)
+            self.children[values] = child
+        return child
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(dict(self.children))
+
+    def _families(self, children: dict[tuple[str, ...], Any]) -> Iterator[Metric]:
+        if self.bounds is None:
+            counter = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+            for values, child in children.items():
+                counter.add_metric(list(values), child.value)
+            yield counter
+            return
+        hist = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for values, child in children.items():
+            total, cumulative = 0, []
+            for le, count in zip(les, list(child.counts), strict=True):
+                total += count
+                cumulative.append((le, total))
+            hist.add_metric(list(values), cumulative, child.sum)
+        yield hist
+
+
 @dataclass(slots=True)
 class ModelMetrics:
     """Bound metric children for one (model, version, protocol)."""
 
-    requests: Counter
-    latency: Histogram
-    batch_size: Histogram
+    requests: CountChild
+    latency: HistogramChild
+    batch_size: HistogramChild
     queue_depth: Gauge
 
 
@@ -52,32 +140,30 @@ class ServerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "shipyard_requests",
-            "Inference requests answered.",
-            ["model", "version", "protocol"],
-            registry=r,
+        self.requests = _HotFamily(
+            "shipyard_requests", "Inference requests answered.", ["model", "version", "protocol"]
         )
+        r.register(self.requests)
         self.errors = Counter(
             "shipyard_errors",
             "Requests that failed, by error code.",
             ["model", "version", "protocol", "code"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = _HotFamily(
             "shipyard_request_latency_seconds",
             "Time from request parsed to response encoded.",
             ["model", "version", "protocol"],
             buckets=LATENCY_BUCKETS_S,
-            registry=r,
         )
-        self.batch_size = Histogram(
+        r.register(self.latency)
+        self.batch_size = _HotFamily(
             "shipyard_batch_size",
             "Requests merged into one runtime call.",
             ["model", "version"],
             buckets=BATCH_BUCKETS,
-            registry=r,
         )
+        r.register(self.batch_size)
         self.queue_depth = Gauge(
             "shipyard_queue_depth",
             "Requests waiting in a model's batcher.",
