@@ -9,8 +9,8 @@ to core 1; servers pinned to core 0):
   * the floor (benchmarks/serve/floor.py): uvicorn + orjson + numpy + ONNX Runtime inline;
   * shipyard serve, batching off and on; with batching on, the same server over gRPC too
     (grpc_load.py: 4 grpc.aio client processes pinned to core 1, raw tensor contents).
-Concurrency 1, 8 and 64 (gRPC: 8 and 64). Writes JSON (git sha, host, versions, parameters, results, ratios)
-to benchmarks/results/<device>/serve-<date>-<sha>.json and prints a table.
+Concurrency 1, 8 and 64 (gRPC: 8 and 64). Writes JSON (git sha, host, versions, parameters,
+results, ratios) to benchmarks/results/<device>/serve-<date>-<sha>.json and prints a table.
 """
 
 from __future__ import annotations
@@ -322,6 +322,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 s per level (smoke run)")
     ap.add_argument("--device", default="cpu-2core")
+    ap.add_argument("--models", default="S,M", help="which of S and M to run (default both)")
     args = ap.parse_args()
     duration = 3 if args.quick else args.duration
     if not shutil.which("wrk") or not shutil.which("taskset"):
@@ -354,7 +355,10 @@ def main() -> int:
         },
         "results": {},
     }
+    chosen = {m.strip().upper() for m in args.models.split(",")}
     for key, info in models.items():
+        if key not in chosen:
+            continue
         res: dict[str, Any] = {}
         port = free_port()
         res["noop"] = bench_target(

@@ -130,13 +130,22 @@ class DynamicBatcher(Generic[T, R]):
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded("The request's deadline passed before it could be queued.")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, key, deadline, future, now))
+        pending = _Pending(item, key, deadline, future, now)
+        self._queue.append(pending)
         if not self._busy:
             # Nobody is running a batch: this caller leads, so a lone request costs one
             # loop turn, not a hand-off to the dispatcher task and back.
             self._busy = True
             try:
-                await self._lead(future)
+                if self.executor is None and self.settings.max_wait_ms <= 0:
+                    await asyncio.sleep(0)  # requests parsed in this loop turn may join
+                    queue = self._queue
+                    if len(queue) == 1 and queue[0] is pending:
+                        queue.popleft()
+                        return self._run_alone_inline(pending)
+                    await self._lead(future, collected=True)
+                else:
+                    await self._lead(future)
             except asyncio.CancelledError:
                 future.cancel()  # our item, if still queued, is dropped
                 raise
@@ -145,6 +154,22 @@ class DynamicBatcher(Generic[T, R]):
                 if self._queue:
                     self._wakeup.set()
         return await future
+
+    def _run_alone_inline(self, p: _Pending[T, R]) -> R:
+        """Run a batch of one on this thread: no future to resolve, no task hop."""
+        started = self.clock.now()
+        if p.deadline is not None and p.deadline <= started:
+            raise DeadlineExceeded("The request's deadline passed while it waited in the queue.")
+        try:
+            results = self.run_batch([p.item])
+        finally:
+            self.batches_run += 1
+            self.items_run += 1
+            if self.on_batch is not None:
+                self.on_batch(1, started - p.enqueued, self.clock.now() - started)
+        if len(results) != 1:
+            raise InferenceError(f"A batch of 1 must give 1 result. Got {len(results)} instead.")
+        return results[0]
 
     def _take(self) -> list[_Pending[T, R]]:
         """The next batch: the oldest live item and later items with its key."""
@@ -190,9 +215,10 @@ class DynamicBatcher(Generic[T, R]):
     def _compatible_waiting(self, key: Hashable) -> int:
         return sum(1 for p in self._queue if p.key == key and not p.future.done())
 
-    async def _collect(self) -> None:
+    async def _collect(self, collected: bool = False) -> None:
         """Let requests parsed in this loop turn join; then wait out max_wait if asked."""
-        await asyncio.sleep(0)
+        if not collected:
+            await asyncio.sleep(0)
         max_wait_s = self.settings.max_wait_ms / 1000
         if max_wait_s <= 0 or not self._queue or self._wakeup is None:
             return
@@ -207,10 +233,14 @@ class DynamicBatcher(Generic[T, R]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=max(remaining, 0))
 
-    async def _lead(self, until: asyncio.Future[R] | None) -> None:
-        """Run batches until ``until`` is resolved (or, for the dispatcher, the queue empties)."""
+    async def _lead(self, until: asyncio.Future[R] | None, collected: bool = False) -> None:
+        """Run batches until ``until`` is resolved (or, for the dispatcher, the queue empties).
+
+        ``collected``: the caller already let this loop turn's requests join.
+        """
         while self._queue:
-            await self._collect()
+            await self._collect(collected)
+            collected = False
             batch = self._take()
             if batch:
                 if self.executor is None:
