@@ -22,6 +22,7 @@ from shipyard.errors import ConfigError
 __all__ = [
     "BatchingSettings",
     "LoggingSettings",
+    "MonitoringSettings",
     "RegistrySettings",
     "RuntimeSettings",
     "ServerSettings",
@@ -123,6 +124,32 @@ class ServerSettings(_Section):
         return self
 
 
+class MonitoringSettings(_Section):
+    """Production monitoring: the prediction log and ground-truth feedback."""
+
+    # prediction log
+    log_predictions: bool = True
+    """Record inferences (off the request path) for live quality and drift."""
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    """Share of requests recorded (1.0: all)."""
+    dir: Path | None = None
+    """Where segments and the feedback database live; default ``<home>/monitoring``."""
+    inputs: Literal["full", "summary", "none"] = "full"
+    """Inputs as sent, as per-row summaries (count, mean, min, max, NaN count), or not at all."""
+    redact: dict[str, Literal["drop", "hash", "summary"]] = {}
+    """Per input or output name: drop it, keep a salted sha256 of it, or a summary only."""
+    hash_salt: str = ""
+    """Salt mixed into hashed fields (set it to make hashes unlinkable across deployments)."""
+    queue_size: int = Field(10_000, ge=1)
+    """Requests held in memory before the writer; past it records are dropped and counted."""
+    flush_interval_s: float = Field(1.0, gt=0)
+    """How often a segment is written: a SIGKILL loses at most this much."""
+    max_age_days: float = Field(30.0, gt=0)
+    """Segments older than this are deleted."""
+    max_bytes: int = Field(1024**3, ge=1024)
+    """Total size of segments kept; the oldest go first."""
+
+
 class LoggingSettings(_Section):
     """Log output."""
 
@@ -156,6 +183,8 @@ class Settings(BaseSettings):
     """Server listeners and limits."""
     logging: LoggingSettings = LoggingSettings()
     """Log output."""
+    monitoring: MonitoringSettings = MonitoringSettings()
+    """Prediction log, feedback and live quality."""
 
     @classmethod
     def settings_customise_sources(
@@ -172,6 +201,11 @@ class Settings(BaseSettings):
     def metadata_url(self) -> str:
         """The metadata database URL, defaulted under ``home``."""
         return self.registry.metadata_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """The monitoring folder, defaulted under ``home``."""
+        return self.monitoring.dir or self.home / "monitoring"
 
     @property
     def store_path(self) -> Path:

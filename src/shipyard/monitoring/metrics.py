@@ -183,6 +183,11 @@ class ServerMetrics:
             ["model", "version"],
             registry=r,
         )
+        self.predlog_dropped = Counter(
+            "shipyard_predlog_dropped",
+            "Prediction-log records dropped because the writer could not keep up.",
+            registry=r,
+        )
         self.integrity_failures = Counter(
             "shipyard_artifact_integrity_failures",
             "Loads refused because a sha256 did not match.",

@@ -31,6 +31,7 @@ from shipyard.errors import ModelNotFound, PayloadTooLarge, ShipyardError
 from shipyard.logs import request_id_var, trace_id_from_traceparent, trace_id_var
 from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
+from shipyard.server._json import loads
 from shipyard.server.dataplane import DataPlane
 from shipyard.server.errors import error_body
 from shipyard.server.tfserving import tfserving_routes
@@ -93,6 +94,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         more = message.get("more_body", False)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body of a Starlette request, refused with 413 past ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"A request body must be at most {limit} bytes. Got {declared} instead.",
+            hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the request.",
+        )
+    return await _read_body(request.receive, limit)
 
 
 class InferenceApp:
@@ -166,7 +178,9 @@ class InferenceApp:
                     body, header_length=header_length, limits=self.limits
                 )
                 deadline = request.deadline(timeout_ms)
-                outputs = await self.dataplane.infer(model, request.tensors(), deadline=deadline)
+                outputs = await self.dataplane.infer(
+                    model, request.tensors(), deadline=deadline, key=request.id
+                )
             payload, headers = codec.encode_infer_response(
                 request, outputs, model_name=parts[0], model_version=model.version_str
             )
@@ -247,6 +261,17 @@ def _routes(dataplane: DataPlane) -> list[Route]:
     async def metrics(request: Request) -> Response:
         return Response(dataplane.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    async def feedback(request: Request) -> Response:
+        from shipyard.monitoring.feedback import parse_labels
+
+        body = await _read_limited(request, dataplane.settings.server.max_body_bytes)
+        items = parse_labels(loads(body, "The feedback body"))
+        result = await dataplane.feedback(request.path_params["name"], items)
+        return _json(200, result.to_dict())
+
+    async def monitoring(request: Request) -> Response:
+        return _json(200, await dataplane.monitoring(request.path_params["name"]))
+
     return [
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
@@ -256,6 +281,8 @@ def _routes(dataplane: DataPlane) -> list[Route]:
         Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v2/models/{name}/feedback", feedback, methods=["POST"]),
+        Route("/v2/models/{name}/monitoring", monitoring, methods=["GET"]),
         *tfserving_routes(dataplane),
     ]
 

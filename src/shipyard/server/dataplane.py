@@ -27,6 +27,7 @@ from shipyard.errors import (
     ShipyardError,
     VersionNotFound,
 )
+from shipyard.logs import request_id_var
 from shipyard.monitoring.metrics import ModelMetrics, ServerMetrics
 from shipyard.runtime import InputChecker
 from shipyard.spec import ModelRef
@@ -34,6 +35,8 @@ from shipyard.spec import ModelRef
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from shipyard.monitoring.feedback import FeedbackResult, FeedbackStore
+    from shipyard.monitoring.predlog import PredictionLog
     from shipyard.runtime.pool import LoadedModel, ModelPool
 
     Arrays = dict[str, npt.NDArray[Any]]
@@ -176,6 +179,9 @@ class DataPlane:
         self._lock = asyncio.Lock()
         self._poll_task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        # monitoring (set by the runner when the prediction log is on)
+        self.predlog: PredictionLog | None = None
+        self.feedback_store: FeedbackStore | None = None
 
     # ---- lookup (hot path: sync, dictionary lookups only) -------------------------------
 
@@ -243,10 +249,13 @@ class DataPlane:
         inputs: Arrays,
         *,
         deadline: float | None = None,
+        key: str | None = None,
     ) -> Arrays:
         """Run one request through the model's batcher (or inline when it cannot batch).
 
-        ``deadline`` is on the batcher's clock (monotonic seconds).
+        ``deadline`` is on the batcher's clock (monotonic seconds). With the prediction
+        log on, the request is recorded (under the context's request id and the client's
+        ``key``, if any) once it has been answered.
 
         Raises:
             SignatureMismatch: inputs do not fit the signature.
@@ -254,6 +263,9 @@ class DataPlane:
             DeadlineExceeded: the deadline passed before the request ran.
             InferenceError: the engine failed.
         """
+        log = self.predlog
+        if log is not None:
+            return await self._infer_logged(log, model, inputs, deadline, key)
         batcher = model.batcher
         if batcher is None:
             if deadline is not None and deadline <= time.monotonic():
@@ -263,6 +275,106 @@ class DataPlane:
         # checked before queueing, so a bad request fails alone with its own shapes
         checked = model.check(inputs)
         return await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+
+    async def _infer_logged(
+        self,
+        log: PredictionLog,
+        model: ServedModel,
+        inputs: Arrays,
+        deadline: float | None,
+        key: str | None,
+    ) -> Arrays:
+        started = time.perf_counter()
+        checked = model.check(inputs)
+        batcher = model.batcher
+        if batcher is None:
+            if deadline is not None and deadline <= time.monotonic():
+                raise DeadlineExceeded("The request's deadline passed before it could run.")
+            outputs = model.run(checked)
+        else:
+            outputs = await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+        log.record(
+            request_id_var.get() or _fallback_request_id(),
+            model.name,
+            model.version_str,
+            checked,
+            outputs,
+            time.perf_counter() - started,
+            key,
+        )
+        return outputs
+
+    async def monitoring(self, name: str, window: int = 1000) -> dict[str, Any]:
+        """Per served version: rows logged and labelled, live quality, offline metrics.
+
+        Live quality is computed over every labelled row and over the last ``window``,
+        beside the offline metrics stored in the registry.
+
+        Raises:
+            ModelNotFound: no such model is served.
+        """
+        base = _model_of(name)
+        served = {v: s for (n, v), s in self._served.items() if n == base and not s.retired}
+        if not served:
+            raise self._unknown(name)
+        store = self.feedback_store
+        counts = await asyncio.to_thread(store.counts, base) if store is not None else {}
+        versions: dict[str, Any] = {}
+        for version, model in sorted(served.items()):
+            v = str(version)
+            rows = await asyncio.to_thread(store.labelled, base, v) if store is not None else []
+            offline: dict[str, Any] = {}
+            with contextlib.suppress(ShipyardError):
+                mv = await asyncio.to_thread(self.pool.registry.get, f"{base}:{version}")
+                offline = dict(mv.metrics)
+            versions[v] = {
+                "logged": counts.get(v, {}).get("predictions", 0),
+                "labelled": counts.get(v, {}).get("labels", 0),
+                "live": {
+                    "all": quality_for(model.manifest.task, rows),
+                    f"last_{window}": quality_for(model.manifest.task, rows[-window:]),
+                },
+                "offline": offline,
+            }
+        log = self.predlog
+        return {
+            "model": base,
+            "prediction_log": None
+            if log is None
+            else {"dropped": log.dropped, "rows_written": log.written_rows},
+            "versions": versions,
+        }
+
+    async def feedback(self, name: str, items: Sequence[Any]) -> FeedbackResult:
+        """Join labels to logged predictions of model ``name`` (a route or model name).
+
+        Labels for rows still in the log's memory are joined too: on a miss the log is
+        flushed once and the lookup retried.
+
+        Raises:
+            ModelNotFound: no such model is served.
+            ModelNotReady: the prediction log is off.
+        """
+        base = _model_of(name)
+        if base not in self._names() and name not in self._routes:
+            raise self._unknown(name)
+        log, store = self.predlog, self.feedback_store
+        if log is None or store is None:
+            raise ModelNotReady(
+                "The prediction log must be on to accept feedback. It is off.",
+                hint="Set SHIPYARD_MONITORING__LOG_PREDICTIONS=true.",
+            )
+        result = await asyncio.to_thread(store.add_labels, base, items)
+        if result.unknown:
+            await asyncio.to_thread(log.flush)
+            missing = {u["index"] for u in result.unknown}
+            retry = await asyncio.to_thread(
+                store.add_labels, base, [i for i in items if i.index in missing]
+            )
+            result.unknown = retry.unknown
+            result.joined.extend(retry.joined)
+            result.accepted = len(result.joined)
+        return result
 
     def acquire(self, name: str, version: str | None = None) -> _Hold:
         """Look up a model and hold it for one request (``with dataplane.acquire(...) as m:``).
@@ -457,6 +569,25 @@ class DataPlane:
         self._served.clear()
         self._routes.clear()
         await asyncio.to_thread(self.pool.close)
+
+
+def quality_for(served_task: Any, rows: Sequence[Any]) -> dict[str, Any]:
+    """Live quality of labelled rows, read as the version's task schema says."""
+    from shipyard.monitoring.joined import quality_of
+
+    return quality_of(
+        rows,
+        task=served_task.task.value,
+        label_output=served_task.label_output,
+        scores_output=served_task.scores_output,
+        class_labels=served_task.class_labels,
+    )
+
+
+def _fallback_request_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 def _parses(ref: str) -> bool:

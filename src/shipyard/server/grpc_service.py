@@ -212,7 +212,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     if remaining is None or remaining > _NO_DEADLINE_S
                     else time.monotonic() + remaining
                 )
-                outputs = await self.dataplane.infer(model, inputs, deadline=deadline)
+                outputs = await self.dataplane.infer(
+                    model, inputs, deadline=deadline, key=request.id or None
+                )
         except Exception as exc:
             await self._abort(context, exc, model)
             raise  # pragma: no cover - abort raises

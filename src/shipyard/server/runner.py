@@ -27,6 +27,7 @@ from shipyard.server.app import create_app, create_management_app
 from shipyard.server.dataplane import DataPlane
 
 if TYPE_CHECKING:
+    from shipyard.monitoring.predlog import PredictionLog
     from shipyard.registry import ModelRegistry
     from shipyard.runtime.pool import RuntimeFactory
 
@@ -59,6 +60,24 @@ def _uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvico
     )
 
 
+def _start_prediction_log(
+    dataplane: DataPlane, settings: Settings, metrics: ServerMetrics
+) -> PredictionLog | None:
+    """Attach the prediction log and the feedback store to the dataplane, when on."""
+    if not settings.monitoring.log_predictions:
+        return None
+    from shipyard.monitoring.feedback import FeedbackStore
+    from shipyard.monitoring.predlog import PredictionLog
+
+    root = settings.monitoring_dir
+    store = FeedbackStore.open(root)
+    log = PredictionLog(
+        root, settings.monitoring, store=store, on_drop=metrics.predlog_dropped.inc
+    ).start()
+    dataplane.predlog, dataplane.feedback_store = log, store
+    return log
+
+
 async def serve_async(
     refs: Sequence[str],
     settings: Settings,
@@ -83,6 +102,7 @@ async def serve_async(
         runtime_factory=runtime_factory,
     )
     dataplane = DataPlane(pool, settings, metrics, model_settings)
+    predlog = _start_prediction_log(dataplane, settings, metrics)
     await dataplane.start(refs)
     s = settings.server
     servers: list[_Server] = []
@@ -143,6 +163,10 @@ async def serve_async(
             await grpc_server.stop(settings.server.drain_timeout_s)
         await asyncio.gather(*tasks, return_exceptions=True)
         await dataplane.aclose()
+        if predlog is not None:
+            await asyncio.to_thread(predlog.close)
+            if dataplane.feedback_store is not None:
+                dataplane.feedback_store.close()
         if registry is None:
             reg.close()
         for sig in (signal.SIGTERM, signal.SIGINT):

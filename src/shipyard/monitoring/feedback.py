@@ -1,0 +1,320 @@
+"""Ground-truth feedback: labels joined to logged predictions, however late they arrive.
+
+The prediction log indexes each logged row's outputs here (model, version, request id,
+row, optional client key). A label names a row by ``request_id`` (+ ``row``, default 0)
+or by the client's ``key`` (the V2 request's ``id``) and is stored against the version
+that made the prediction. Labels for rows that were never logged are reported back as
+unknown, never dropped silently. A later label for the same row replaces the earlier one.
+
+SQLAlchemy Core on a SQLite file (WAL) by default, so a PostgreSQL URL can replace it.
+
+Imports: errors (and SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from shipyard.errors import InvalidData
+
+__all__ = ["FeedbackResult", "FeedbackStore", "LabelledRow", "parse_labels"]
+
+_meta = MetaData()
+
+predictions = Table(
+    "predictions",
+    _meta,
+    Column("model", String(64), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("version", String(16), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("key", String(256), index=True),
+    Column("outputs", Text, nullable=False),
+)
+
+labels = Table(
+    "labels",
+    _meta,
+    Column("model", String(64), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("version", String(16), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("ts", Float, nullable=False),
+)
+
+MAX_LABELS_PER_CALL = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class LabelItem:
+    """One label as sent: a row named by request id (and row) or by the client's key."""
+
+    index: int
+    label: Any
+    request_id: str | None = None
+    key: str | None = None
+    row: int = 0
+
+
+@dataclass(slots=True)
+class FeedbackResult:
+    """What a feedback call did: how many labels were joined, and which were unknown."""
+
+    accepted: int = 0
+    unknown: list[dict[str, Any]] = field(default_factory=list)
+    joined: list[LabelledRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON answer of the feedback endpoint."""
+        return {"accepted": self.accepted, "unknown": self.unknown}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledRow:
+    """A logged prediction and its label."""
+
+    version: str
+    request_id: str
+    row: int
+    ts: float
+    outputs: dict[str, Any]
+    label: Any
+
+
+def parse_labels(doc: Any) -> list[LabelItem]:
+    """Validate a feedback body: ``{"labels": [...]}`` or a bare list of items.
+
+    Raises:
+        InvalidData: the body or an item is malformed (the message names the item).
+    """
+    items = doc.get("labels") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not items:
+        raise InvalidData(
+            'Feedback must be a non-empty list of labels, or {"labels": [...]}. '
+            f"Got {type(items).__name__} instead.",
+            hint='Send [{"request_id": "...", "row": 0, "label": 1}, ...].',
+        )
+    if len(items) > MAX_LABELS_PER_CALL:
+        raise InvalidData(
+            f"One feedback call must carry at most {MAX_LABELS_PER_CALL} labels. "
+            f"Got {len(items)} instead.",
+            hint="Split the labels into several calls.",
+        )
+    out: list[LabelItem] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "label" not in item:
+            raise InvalidData(
+                f"Label {i} must be an object with 'label' and 'request_id' or 'key'. "
+                f"Got {str(item)[:80]} instead."
+            )
+        rid, key, row = item.get("request_id"), item.get("key"), item.get("row", 0)
+        if (rid is None) == (key is None) or not isinstance(rid or key, str):
+            raise InvalidData(
+                f"Label {i} must name its prediction by a string 'request_id' or 'key' "
+                f"(one of them). Got request_id={rid!r}, key={key!r} instead."
+            )
+        if type(row) is not int or row < 0:
+            raise InvalidData(f"Label {i}: 'row' must be an integer >= 0. Got {row!r} instead.")
+        label = item["label"]
+        scalar = label is None or isinstance(label, (str, int, float, bool))
+        numbers = isinstance(label, list) and all(isinstance(v, (int, float)) for v in label)
+        if not (scalar or numbers):
+            raise InvalidData(
+                f"Label {i}: 'label' must be a string, a number or a list of numbers. "
+                f"Got {type(label).__name__} instead."
+            )
+        out.append(LabelItem(index=i, label=label, request_id=rid, key=key, row=row))
+    return out
+
+
+class FeedbackStore:
+    """Logged predictions' outputs and their labels.
+
+    Args:
+        url: A SQLAlchemy URL; ``FeedbackStore.open(folder)`` uses ``folder/feedback.db``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, connect_args={"timeout": 30})
+        if url.startswith("sqlite"):
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn: Any, _record: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+        _meta.create_all(self.engine)
+
+    @classmethod
+    def open(cls, folder: Path) -> FeedbackStore:
+        """The store in ``folder/feedback.db`` (created when absent)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{folder / 'feedback.db'}")
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+
+    def index_predictions(
+        self, model: str, version: str, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Record logged rows' outputs (called by the prediction log's writer)."""
+        if not rows:
+            return
+        values = [
+            {
+                "model": model,
+                "request_id": r["request_id"],
+                "row": r["row"],
+                "version": version,
+                "ts": r["ts"],
+                "key": r.get("key"),
+                "outputs": orjson.dumps(r["outputs"]).decode(),
+            }
+            for r in rows
+        ]
+        stmt = sqlite_insert(predictions).on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            conn.execute(stmt, values)
+
+    def add_labels(self, model: str, items: Iterable[LabelItem]) -> FeedbackResult:
+        """Join labels to logged predictions of ``model``; unknown ones are reported back."""
+        result = FeedbackResult()
+        now = time.time()
+        with self.engine.begin() as conn:
+            to_store = []
+            for item in items:
+                if item.request_id is not None:
+                    q = select(predictions).where(
+                        predictions.c.model == model,
+                        predictions.c.request_id == item.request_id,
+                        predictions.c.row == item.row,
+                    )
+                else:
+                    q = (
+                        select(predictions)
+                        .where(predictions.c.model == model, predictions.c.key == item.key)
+                        .where(predictions.c.row == item.row)
+                        .order_by(predictions.c.ts.desc())
+                        .limit(1)
+                    )
+                found = conn.execute(q).first()
+                if found is None:
+                    named = (
+                        {"request_id": item.request_id}
+                        if item.request_id is not None
+                        else {"key": item.key}
+                    )
+                    result.unknown.append({"index": item.index, **named, "row": item.row})
+                    continue
+                to_store.append(
+                    {
+                        "model": model,
+                        "request_id": found.request_id,
+                        "row": found.row,
+                        "version": found.version,
+                        "label": orjson.dumps(item.label).decode(),
+                        "ts": now,
+                    }
+                )
+                result.joined.append(
+                    LabelledRow(
+                        version=found.version,
+                        request_id=found.request_id,
+                        row=found.row,
+                        ts=found.ts,
+                        outputs=orjson.loads(found.outputs),
+                        label=item.label,
+                    )
+                )
+            if to_store:
+                stmt = sqlite_insert(labels)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["model", "request_id", "row"],
+                    set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
+                )
+                conn.execute(stmt, to_store)
+        result.accepted = len(result.joined)
+        return result
+
+    def labelled(
+        self, model: str, version: str | None = None, since: float | None = None
+    ) -> list[LabelledRow]:
+        """Logged predictions of ``model`` that have labels, oldest prediction first."""
+        q = (
+            select(
+                predictions.c.version,
+                predictions.c.request_id,
+                predictions.c.row,
+                predictions.c.ts,
+                predictions.c.outputs,
+                labels.c.label,
+            )
+            .join(
+                labels,
+                (labels.c.model == predictions.c.model)
+                & (labels.c.request_id == predictions.c.request_id)
+                & (labels.c.row == predictions.c.row),
+            )
+            .where(predictions.c.model == model)
+            .order_by(predictions.c.ts)
+        )
+        if version is not None:
+            q = q.where(predictions.c.version == version)
+        if since is not None:
+            q = q.where(predictions.c.ts >= since)
+        with self.engine.connect() as conn:
+            return [
+                LabelledRow(
+                    version=r.version,
+                    request_id=r.request_id,
+                    row=r.row,
+                    ts=r.ts,
+                    outputs=orjson.loads(r.outputs),
+                    label=orjson.loads(r.label),
+                )
+                for r in conn.execute(q)
+            ]
+
+    def counts(self, model: str) -> dict[str, dict[str, int]]:
+        """Per version: predictions logged and labels joined."""
+        from sqlalchemy import func
+
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for version, n in conn.execute(
+                select(predictions.c.version, func.count())
+                .where(predictions.c.model == model)
+                .group_by(predictions.c.version)
+            ):
+                out.setdefault(version, {"predictions": 0, "labels": 0})["predictions"] = n
+            for version, n in conn.execute(
+                select(labels.c.version, func.count())
+                .where(labels.c.model == model)
+                .group_by(labels.c.version)
+            ):
+                out.setdefault(version, {"predictions": 0, "labels": 0})["labels"] = n
+        return out

@@ -1,0 +1,92 @@
+"""Quality of logged predictions that have labels, by the same metric code as evaluation.
+
+Imports: metrics, errors (and numpy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shipyard.metrics import classification_metrics, regression_metrics, roc_auc_binary
+
+if TYPE_CHECKING:
+    from shipyard.monitoring.feedback import LabelledRow
+
+__all__ = ["quality_of"]
+
+
+def _scalar(value: Any) -> Any:
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value
+
+
+def quality_of(
+    rows: Sequence[LabelledRow],
+    *,
+    task: str,
+    label_output: str | None = None,
+    scores_output: str | None = None,
+    class_labels: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``rows`` (predictions with labels): classification or regression.
+
+    Classification reads the predicted label from ``label_output`` (or the arg-max of
+    ``scores_output`` mapped through ``class_labels``); binary classifiers with scores also
+    get ROC AUC (None while only one class has been seen). Regression reads the value from
+    ``scores_output`` (or the only output). Returns ``{"n": 0}`` when there is nothing yet.
+    """
+    if not rows:
+        return {"n": 0}
+    if task == "classification":
+        return _classification(rows, label_output, scores_output, class_labels)
+    if task == "regression":
+        name = scores_output or next(iter(rows[0].outputs))
+        y_pred = np.asarray([float(_scalar(r.outputs[name])) for r in rows])
+        y_true = np.asarray([float(_scalar(r.label)) for r in rows])
+        return {"n": len(rows), **regression_metrics(y_true, y_pred)}
+    return {"n": len(rows)}
+
+
+def _classification(
+    rows: Sequence[LabelledRow],
+    label_output: str | None,
+    scores_output: str | None,
+    class_labels: Sequence[Any] | None,
+) -> dict[str, Any]:
+    scores = None
+    if scores_output is not None and scores_output in rows[0].outputs:
+        scores = np.asarray([r.outputs[scores_output] for r in rows], dtype=np.float64)
+        scores = scores.reshape(len(rows), -1)
+    if label_output is not None and label_output in rows[0].outputs:
+        y_pred = [_scalar(r.outputs[label_output]) for r in rows]
+    elif scores is not None:
+        idx = scores.argmax(axis=1)
+        y_pred = [class_labels[i] if class_labels else int(i) for i in idx]
+    else:
+        y_pred = [_scalar(next(iter(r.outputs.values()))) for r in rows]
+    y_true = [_scalar(r.label) for r in rows]
+    # labels arrive as JSON: compare as the predictions' type when they are numbers
+    if all(isinstance(v, (int, float)) for v in y_pred):
+        y_true = [v if isinstance(v, (int, float)) else _number(v) for v in y_true]
+    else:
+        y_true, y_pred = [str(v) for v in y_true], [str(v) for v in y_pred]
+    out: dict[str, Any] = {"n": len(rows), **classification_metrics(y_true, y_pred)}
+    if scores is not None and scores.shape[1] == 2:
+        positive = class_labels[1] if class_labels else 1
+        truth = np.asarray([str(v) == str(positive) for v in y_true], dtype=np.int64)
+        out["roc_auc"] = (
+            roc_auc_binary(truth, scores[:, 1]) if 0 < truth.sum() < len(truth) else None
+        )
+    return out
+
+
+def _number(value: Any) -> Any:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(f) if f.is_integer() else f

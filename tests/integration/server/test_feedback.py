@@ -1,0 +1,111 @@
+"""Feedback and live quality through a real server: labels joined to logged predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from shipyard.registry import ModelRegistry
+
+from .conftest import RunningServer, server_settings, start_server, stop_server
+from .test_tfserving import _register_iris
+
+
+@pytest.fixture
+def iris(home: Path, tmp_path: Path) -> Iterator[RunningServer]:
+    settings = server_settings(home)
+    reg = ModelRegistry.open(settings)
+    _register_iris(reg, tmp_path)
+    reg.update_metadata("iris:1", metrics={"accuracy": 0.97})
+    reg.close()
+    server = start_server(["iris"], settings)
+    yield server
+    stop_server(server)
+
+
+def _infer(c: httpx.Client, x: np.ndarray, request_id: str, body_id: str | None = None) -> list:
+    body = {
+        "inputs": [
+            {"name": "X", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+        ]
+    }
+    if body_id:
+        body["id"] = body_id
+    r = c.post("/v2/models/iris/infer", json=body, headers={"x-request-id": request_id})
+    assert r.status_code == 200
+    out = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    return out["label"]
+
+
+def test_feedback_joins_labels_and_live_quality_matches_them(iris: RunningServer) -> None:
+    from sklearn.datasets import load_iris
+
+    from shipyard.metrics import classification_metrics
+
+    x, y = load_iris(return_X_y=True)
+    idx = np.random.default_rng(0).permutation(len(x))[:40]
+    xs, ys = x[idx].astype(np.float32), y[idx]
+    with httpx.Client(base_url=iris.http) as c:
+        preds = []
+        for i in range(0, 40, 4):  # 10 requests of 4 rows
+            preds += _infer(c, xs[i : i + 4], f"req-{i}")
+        keyed = _infer(c, xs[:1], "ignored", body_id="client-key-1")
+        # labelled at once: the log has not flushed yet, the endpoint flushes on a miss
+        labels = [
+            {"request_id": f"req-{i - i % 4}", "row": i % 4, "label": int(ys[i])} for i in range(40)
+        ]
+        labels += [
+            {"key": "client-key-1", "label": int(ys[0])},
+            {"request_id": "ghost", "label": 1},
+        ]
+        r = c.post("/v2/models/iris/feedback", json={"labels": labels})
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "accepted": 41,
+            "unknown": [{"index": 41, "request_id": "ghost", "row": 0}],
+        }
+        status = c.get("/v2/models/iris/monitoring").json()
+    v1 = status["versions"]["1"]
+    assert v1["labelled"] == 41 and v1["logged"] >= 41
+    want = classification_metrics([int(v) for v in ys] + [int(ys[0])], preds + keyed)
+    live = v1["live"]["all"]
+    assert live["n"] == 41
+    assert live["accuracy"] == pytest.approx(want["accuracy"])
+    assert live["f1_macro"] == pytest.approx(want["f1_macro"])
+    assert v1["offline"] == {"accuracy": 0.97}
+    assert status["prediction_log"]["dropped"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"not json", 400, "invalid-data"),
+        (b'{"labels": []}', 400, "invalid-data"),
+        (b'[{"label": 1}]', 400, "invalid-data"),
+    ],
+)
+def test_bad_feedback_is_400_with_a_code(
+    iris: RunningServer, body: bytes, status: int, code: str
+) -> None:
+    r = httpx.post(iris.http + "/v2/models/iris/feedback", content=body)
+    assert r.status_code == status
+    assert r.json()["code"] == code and r.json()["error"]
+
+
+def test_feedback_for_an_unknown_model_is_404(iris: RunningServer) -> None:
+    r = httpx.post(iris.http + "/v2/models/ghost/feedback", json=[{"request_id": "a", "label": 1}])
+    assert r.status_code == 404 and r.json()["code"] == "model-not-found"
+    assert httpx.get(iris.http + "/v2/models/ghost/monitoring").status_code == 404
+
+
+def test_feedback_body_over_the_limit_is_413(iris: RunningServer) -> None:
+    limit = iris.settings.server.max_body_bytes
+    r = httpx.post(
+        iris.http + "/v2/models/iris/feedback",
+        content=b"[" + b" " * (limit + 10) + b"]",
+    )
+    assert r.status_code == 413

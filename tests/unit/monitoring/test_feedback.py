@@ -1,0 +1,102 @@
+"""Feedback: labels joined to logged rows by request id and row, or by the client's key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shipyard.errors import InvalidData
+from shipyard.monitoring.feedback import FeedbackStore, parse_labels
+from shipyard.monitoring.joined import quality_of
+
+
+def _rows(n: int, version: str = "1") -> list[dict[str, object]]:
+    return [
+        {
+            "request_id": f"r{i // 2}",
+            "row": i % 2,
+            "ts": 1000.0 + i,
+            "key": f"k{i // 2}",
+            "outputs": {"label": [i % 3], "probabilities": [0.1, 0.2, 0.7]},
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FeedbackStore:
+    s = FeedbackStore.open(tmp_path)
+    s.index_predictions("m", "1", _rows(6))
+    yield s
+    s.close()
+
+
+def test_labels_join_by_request_id_and_row_or_key(store: FeedbackStore) -> None:
+    items = parse_labels(
+        {
+            "labels": [
+                {"request_id": "r0", "row": 1, "label": 1},
+                {"key": "k2", "label": 2},  # row 0 of the request keyed k2
+                {"request_id": "nope", "label": 0},
+                {"request_id": "r1", "row": 5, "label": 0},
+            ]
+        }
+    )
+    result = store.add_labels("m", items)
+    assert result.accepted == 2
+    assert result.unknown == [
+        {"index": 2, "request_id": "nope", "row": 0},
+        {"index": 3, "request_id": "r1", "row": 5},
+    ]
+    joined = store.labelled("m")
+    assert [(r.request_id, r.row, r.label) for r in joined] == [("r0", 1, 1), ("r2", 0, 2)]
+    assert store.counts("m") == {"1": {"predictions": 6, "labels": 2}}
+
+
+def test_a_later_label_replaces_the_earlier_one(store: FeedbackStore) -> None:
+    store.add_labels("m", parse_labels([{"request_id": "r0", "label": 0}]))
+    store.add_labels("m", parse_labels([{"request_id": "r0", "label": 2}]))
+    assert [r.label for r in store.labelled("m")] == [2]
+
+
+def test_labels_of_another_model_are_unknown(store: FeedbackStore) -> None:
+    result = store.add_labels("other", parse_labels([{"request_id": "r0", "label": 0}]))
+    assert result.accepted == 0 and len(result.unknown) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({}, "non-empty list"),
+        ([], "non-empty list"),
+        ([{"request_id": "a"}], "Label 0 must be an object with 'label'"),
+        ([{"label": 1}], "one of them"),
+        ([{"label": 1, "request_id": "a", "key": "b"}], "one of them"),
+        ([{"label": 1, "request_id": 5}], "string"),
+        ([{"label": 1, "request_id": "a", "row": -1}], "'row' must be an integer >= 0"),
+        ([{"label": {"a": 1}, "request_id": "a"}], "'label' must be a string"),
+    ],
+)
+def test_malformed_feedback_is_refused_with_the_item_named(body: object, match: str) -> None:
+    with pytest.raises(InvalidData, match=match):
+        parse_labels(body)
+
+
+def test_live_quality_uses_the_evaluation_metrics(store: FeedbackStore) -> None:
+    from shipyard.metrics import classification_metrics
+
+    labels = [0, 1, 1, 0, 2, 2]
+    store.add_labels(
+        "m",
+        parse_labels(
+            [{"request_id": f"r{i // 2}", "row": i % 2, "label": y} for i, y in enumerate(labels)]
+        ),
+    )
+    rows = store.labelled("m")
+    q = quality_of(rows, task="classification", label_output="label")
+    want = classification_metrics(labels, [i % 3 for i in range(6)])
+    assert q["n"] == 6 and q["accuracy"] == want["accuracy"] and q["f1_macro"] == want["f1_macro"]
+    reg = quality_of(rows, task="regression", scores_output="label")
+    assert reg["n"] == 6 and "rmse" in reg
+    assert quality_of([], task="classification") == {"n": 0}

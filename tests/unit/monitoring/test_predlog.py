@@ -1,0 +1,122 @@
+"""The prediction log: rows, privacy, sampling, drops, retention, the writer thread."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from shipyard.config import MonitoringSettings
+from shipyard.monitoring.feedback import FeedbackStore
+from shipyard.monitoring.predlog import PredictionLog, iter_rows, segment_paths
+
+
+def _log(tmp_path: Path, **kw: object) -> PredictionLog:
+    return PredictionLog(tmp_path, MonitoringSettings(**kw))  # type: ignore[arg-type]
+
+
+def _request(log: PredictionLog, rid: str, x: np.ndarray, model: str = "m") -> None:
+    y = (x.sum(axis=1, keepdims=True) * 2).astype(np.float32)
+    log.record(rid, model, "1", {"x": x}, {"y": y}, 0.002, key=f"k-{rid}")
+
+
+def test_each_example_becomes_one_row_with_its_outputs(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    a = np.arange(6, dtype=np.float32).reshape(3, 2)
+    b = np.ones((1, 2), dtype=np.float32)
+    _request(log, "a", a)
+    _request(log, "b", b, model="other")
+    assert log.flush() == 4
+    rows = list(iter_rows(tmp_path, "m"))
+    assert [(r["request_id"], r["row"]) for r in rows] == [("a", 0), ("a", 1), ("a", 2)]
+    assert [r["inputs"]["x"] for r in rows] == a.tolist()
+    assert [r["outputs"]["y"] for r in rows] == (a.sum(axis=1, keepdims=True) * 2).tolist()
+    assert rows[0]["key"] == "k-a" and rows[0]["version"] == "1"
+    assert rows[0]["latency_ms"] == pytest.approx(2.0)
+    assert [r["request_id"] for r in iter_rows(tmp_path, "other")] == ["b"]
+    assert not list(tmp_path.glob("segments/*/*/.*"))  # no staged leftovers
+
+
+def test_privacy_summary_hash_and_drop(tmp_path: Path) -> None:
+    log = _log(tmp_path, inputs="summary", redact={"y": "hash", "z": "drop"}, hash_salt="pepper")
+    x = np.array([[1.0, np.nan, 3.0]], dtype=np.float32)
+    log.record("r", "m", "1", {"x": x}, {"y": np.array([[7]]), "z": np.array([[1]])}, 0.0)
+    log.flush()
+    (row,) = iter_rows(tmp_path)
+    assert row["inputs"]["x"] == {"count": 3, "nan": 1, "mean": 2.0, "min": 1.0, "max": 3.0}
+    assert row["outputs"]["y"] == hashlib.sha256(b"pepper" + orjson.dumps([7])).hexdigest()
+    assert "z" not in row["outputs"]
+
+
+def test_inputs_none_keeps_outputs_only(tmp_path: Path) -> None:
+    log = _log(tmp_path, inputs="none")
+    _request(log, "a", np.ones((2, 2), dtype=np.float32))
+    log.flush()
+    rows = list(iter_rows(tmp_path))
+    assert all(r["inputs"] == {} and "y" in r["outputs"] for r in rows)
+
+
+def test_sample_rate_zero_records_nothing(tmp_path: Path) -> None:
+    log = _log(tmp_path, sample_rate=0.0)
+    for i in range(100):
+        _request(log, str(i), np.ones((1, 2), dtype=np.float32))
+    assert log.flush() == 0 and log.dropped == 0
+
+
+def test_full_queue_drops_are_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reported: list[int] = []
+    log = PredictionLog(tmp_path, MonitoringSettings(queue_size=5), on_drop=reported.append)
+    for i in range(12):
+        _request(log, str(i), np.ones((1, 2), dtype=np.float32))
+    with caplog.at_level(logging.WARNING, logger="shipyard.monitoring.predlog"):
+        assert log.flush() == 5
+    assert log.dropped == 7 and reported == [7]
+    assert "dropped 7 records" in caplog.text
+    assert log.flush() == 0 and reported == [7]  # reported once
+
+
+def test_retention_by_size_and_age_deletes_oldest_first(tmp_path: Path) -> None:
+    log = _log(tmp_path, max_bytes=1024)
+    for i in range(12):
+        _request(log, str(i), np.ones((1, 2), dtype=np.float32))
+        log.flush()
+    before = segment_paths(tmp_path)
+    assert log._retention(force=True) > 0
+    after = segment_paths(tmp_path)
+    assert after == before[len(before) - len(after) :]  # the newest survive
+    assert sum(p.stat().st_size for p in after) <= 1024
+    old = after[-1].with_name("00000000000000000001-1-000001.jsonl")
+    old.write_bytes(after[-1].read_bytes())
+    log.settings = MonitoringSettings(max_age_days=1)
+    log._retention(force=True)
+    assert not old.exists() and after[-1].exists()
+
+
+def test_writer_thread_flushes_within_the_interval(tmp_path: Path) -> None:
+    log = _log(tmp_path, flush_interval_s=0.05).start()
+    try:
+        _request(log, "a", np.ones((1, 2), dtype=np.float32))
+        end = time.monotonic() + 5
+        while not segment_paths(tmp_path) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert segment_paths(tmp_path)
+        _request(log, "b", np.ones((1, 2), dtype=np.float32))
+    finally:
+        log.close()  # flushes the rest
+    assert [r["request_id"] for r in iter_rows(tmp_path)] == ["a", "b"]
+
+
+def test_rows_are_indexed_for_feedback(tmp_path: Path) -> None:
+    store = FeedbackStore.open(tmp_path)
+    log = PredictionLog(tmp_path, MonitoringSettings(), store=store)
+    _request(log, "a", np.ones((2, 2), dtype=np.float32))
+    log.flush()
+    assert store.counts("m") == {"1": {"predictions": 2, "labels": 0}}
+    store.close()
