@@ -8,7 +8,9 @@ to core 1; servers pinned to core 0):
   * a no-op ASGI handler, to prove the client can push ≥ 1.5x the floor's rate;
   * the floor (benchmarks/serve/floor.py): uvicorn + orjson + numpy + ONNX Runtime inline;
   * shipyard serve, batching off and on; with batching on, the same server over gRPC too
-    (grpc_load.py: 4 grpc.aio client processes pinned to core 1, raw tensor contents).
+    (grpc_load.py: 4 grpc.aio client processes pinned to core 1, raw tensor contents);
+  * shipyard serve with batching and the prediction log at full sampling (monitoring is
+    off in every other row), with the records it dropped read from /metrics.
 Concurrency 1, 8 and 64 (gRPC: 8 and 64). Writes JSON (git sha, host, versions, parameters,
 results, ratios) to benchmarks/results/<device>/serve-<date>-<sha>.json and prints a table.
 """
@@ -249,6 +251,20 @@ def run_wrk(url: str, body_path: Path, conns: int, duration_s: int) -> dict[str,
     return {"rps": rps, **lat, "errors": errors}
 
 
+def scrape(url: str) -> dict[str, float]:
+    """A few counters from a /metrics page: prediction-log drops and requests."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out = {"predlog_dropped": 0.0, "requests": 0.0}
+    for line in text.splitlines():
+        if line.startswith("shipyard_predlog_dropped_total"):
+            out["predlog_dropped"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("shipyard_requests_total"):
+            out["requests"] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def run_grpc(
     target: str, model: str, input_name: str, shape: list[int], concurrency: int, duration_s: int
 ) -> dict[str, Any]:
@@ -285,6 +301,7 @@ def bench_target(
     levels: list[int],
     duration_s: int,
     grpc: dict[str, Any] | None = None,
+    metrics_url: str | None = None,
 ) -> dict[str, Any]:
     """Launch ``cmd``, time its cold start, read its idle RSS, drive it with wrk.
 
@@ -308,6 +325,9 @@ def bench_target(
                 for c in levels
                 if c > 1
             }
+        if metrics_url is not None:
+            time.sleep(2)  # let the prediction log flush what it holds
+            results["metrics"] = scrape(metrics_url)
         return {
             "cold_start_s": round(cold_start_s, 3),
             "idle_rss_mb": round(idle_rss, 1),
@@ -338,6 +358,8 @@ def main() -> int:
         "SHIPYARD_HOME": str(home),
         "SHIPYARD_RUNTIME__INTRA_OP_THREADS": "1",
         "SHIPYARD_LOGGING__ACCESS_LOG": "false",
+        "SHIPYARD_MONITORING__LOG_PREDICTIONS": "false",
+        "SHIPYARD_MONITORING__DIR": str(work / "monitoring"),
         "FLOOR_THREADS": "1",
     }
     report: dict[str, Any] = {
@@ -416,6 +438,33 @@ def main() -> int:
                 duration,
                 grpc=grpc if batching == "on" else None,
             )
+        # the prediction log at full sampling, against the same server without it
+        port = free_port()
+        res["shipyard_batching_on_logged"] = bench_target(
+            "shipyard-logged",
+            [
+                SHIPYARD,
+                "serve",
+                key.lower(),
+                "--port",
+                str(port),
+                "--grpc-port",
+                "0",
+                "--management-port",
+                "0",
+            ],
+            {
+                **base_env,
+                "SHIPYARD_BATCHING__MAX_BATCH_SIZE": "64",
+                "SHIPYARD_MONITORING__LOG_PREDICTIONS": "true",
+            },
+            f"http://127.0.0.1:{port}/v2/models/{key.lower()}/infer",
+            info["body"],
+            work,
+            [c for c in levels if c > 1],
+            duration,
+            metrics_url=f"http://127.0.0.1:{port}/metrics",
+        )
         floor8 = res["floor"]["c8"]["rps"]
         res["client_headroom"] = round(res["noop"]["c8"]["rps"] / floor8, 2)
         res["ratios"] = {
@@ -441,6 +490,15 @@ def main() -> int:
                 if c > 1
             }
         )
+        logged = res["shipyard_batching_on_logged"]
+        res["ratios"].update(
+            {
+                f"predlog_on_vs_off_c{c}_rps": round(logged[f"c{c}"]["rps"] / on[f"c{c}"]["rps"], 3)
+                for c in levels
+                if c > 1
+            }
+        )
+        res["predlog_dropped"] = logged["metrics"]["predlog_dropped"]
         report["results"][key] = res
         print(f"== {key}: client headroom {res['client_headroom']}x the floor at c8")
         for target in ("floor", "shipyard_batching_off", "shipyard_batching_on"):
@@ -460,6 +518,16 @@ def main() -> int:
             if c > 1
         ]
         print(f"  {'shipyard_grpc (batching)':24s} " + "  ".join(cells))
+        cells = [
+            f"c{c}: {logged[f'c{c}']['rps']:8.0f} rps p99 {logged[f'c{c}']['p99_ms']:.2f}ms"
+            for c in levels
+            if c > 1
+        ]
+        print(
+            f"  {'shipyard + predlog':24s} "
+            + "  ".join(cells)
+            + f"  dropped {res['predlog_dropped']:.0f}"
+        )
         print("  ratios:", json.dumps(res["ratios"]))
         if res["client_headroom"] < 1.5:
             print("  WARNING: the client cannot drive 1.5x the floor: results are client-bound")

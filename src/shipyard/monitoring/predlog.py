@@ -13,10 +13,14 @@ When the queue is full, records are dropped, counted (``dropped``, and the
 ``shipyard_predlog_dropped_total`` metric) and logged once per interval: serving never
 waits for the disk, and nothing is dropped silently.
 
-A row, as written::
+A segment holds one JSON line per request, its tensors whole (encoded by orjson straight
+from numpy, so the writer stays cheap)::
 
-    {"request_id": "...", "row": 0, "model": "m", "version": "3", "ts": 1795536000.1,
-     "latency_ms": 1.2, "key": null, "inputs": {"x": [...]}, "outputs": {"y": [...]}}
+    {"request_id": "...", "model": "m", "version": "3", "ts": 1795536000.1,
+     "latency_ms": 1.2, "key": null, "rows": 2, "inputs": {"x": [[...], [...]]},
+     "outputs": {"y": [[...], [...]]}}
+
+:func:`iter_rows` reads them back as one record per example (with its ``row`` index).
 
 Imports: config, errors, _utils (numpy and orjson).
 """
@@ -33,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
     from shipyard.config import MonitoringSettings
     from shipyard.monitoring.feedback import FeedbackStore
 
-__all__ = ["PredictionLog", "iter_rows", "segment_paths"]
+__all__ = ["PredictionLog", "iter_requests", "iter_rows", "row_of", "segment_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +98,6 @@ def _summary(values: npt.NDArray[Any]) -> dict[str, Any]:
     return out
 
 
-def _summary_at(arr: npt.NDArray[Any], i: int) -> dict[str, Any]:
-    return _summary(arr[i])
-
-
 class _Privacy:
     """What of each field is written: everything, a summary, a salted hash, or nothing."""
 
@@ -111,25 +110,23 @@ class _Privacy:
         data = orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
         return hashlib.sha256(self.salt + data).hexdigest()
 
-    def columns(
-        self, tensors: Arrays, n: int, *, inputs: bool
-    ) -> Iterator[tuple[str, Callable[[int], Any]]]:
-        """(name, row -> value) for each field written."""
+    def fields(self, tensors: Arrays, n: int, *, inputs: bool) -> dict[str, Any]:
+        """What is written of each tensor: itself, per-example summaries or hashes, or nothing."""
+        out: dict[str, Any] = {}
         for name, arr in tensors.items():
             rule = self.redact.get(name)
             if rule == "drop" or (inputs and self.inputs == "none" and rule is None):
                 continue
             if rule == "summary" or (inputs and self.inputs == "summary" and rule is None):
-                yield name, partial(_summary_at, arr)
-                continue
-            values = arr.tolist() if arr.ndim and len(arr) == n else [arr.tolist()] * n
-            if rule == "hash":
-                yield name, partial(self._hash_at, values)
+                out[name] = [_summary(arr[i]) for i in range(n)] if arr.ndim else [_summary(arr)]
+            elif rule == "hash":
+                values = arr.tolist() if arr.ndim else [arr.tolist()]
+                out[name] = [self._hash(v) for v in values]
+            elif arr.dtype.kind == "O" or not arr.flags.c_contiguous:
+                out[name] = arr.tolist()
             else:
-                yield name, values.__getitem__
-
-    def _hash_at(self, values: list[Any], i: int) -> str:
-        return self._hash(values[i])
+                out[name] = arr
+        return out
 
 
 class PredictionLog:
@@ -141,6 +138,8 @@ class PredictionLog:
         store: Where row outputs are indexed for the feedback join (None: not indexed).
         on_drop: Called with the number of records dropped at each flush that dropped some
             (the server counts them in a Prometheus counter).
+        on_lines: Called with (model, version, request lines) after each segment is
+            written (live quality and drift subscribe here).
     """
 
     def __init__(
@@ -150,13 +149,13 @@ class PredictionLog:
         *,
         store: FeedbackStore | None = None,
         on_drop: Callable[[int], None] | None = None,
-        on_rows: Callable[[str, str, list[dict[str, Any]]], None] | None = None,
+        on_lines: Callable[[str, str, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.root = root
         self.settings = settings
         self.store = store
         self.on_drop = on_drop
-        self.on_rows = on_rows
+        self.on_lines = on_lines
         self.segments_dir = root / SEGMENTS
         self.dropped = 0
         self.written_rows = 0
@@ -254,48 +253,41 @@ class PredictionLog:
                 return 0
             by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
             for req in taken:
-                by_version.setdefault((req.model, req.version), []).extend(self._rows(req))
+                by_version.setdefault((req.model, req.version), []).append(self._line(req))
             total = 0
-            for (model, version), rows in by_version.items():
-                self._write_segment(model, version, rows)
+            for (model, version), lines in by_version.items():
+                self._write_segment(model, version, lines)
                 if self.store is not None:
-                    self.store.index_predictions(model, version, rows)
-                if self.on_rows is not None:
-                    self.on_rows(model, version, rows)
-                total += len(rows)
+                    self.store.index_predictions(model, version, lines)
+                if self.on_lines is not None:
+                    self.on_lines(model, version, lines)
+                total += sum(line["rows"] for line in lines)
             self.written_rows += total
             return total
 
-    def _rows(self, req: _Request) -> list[dict[str, Any]]:
+    def _line(self, req: _Request) -> dict[str, Any]:
         n = _rows_in(req.outputs) or _rows_in(req.inputs) or 1
-        ins = list(self._privacy.columns(req.inputs, n, inputs=True))
-        outs = list(self._privacy.columns(req.outputs, n, inputs=False))
-        return [
-            {
-                "request_id": req.request_id,
-                "row": i,
-                "model": req.model,
-                "version": req.version,
-                "ts": req.ts,
-                "latency_ms": req.latency_ms,
-                "key": req.key,
-                "inputs": {name: get(i) for name, get in ins},
-                "outputs": {name: get(i) for name, get in outs},
-            }
-            for i in range(n)
-        ]
+        return {
+            "request_id": req.request_id,
+            "model": req.model,
+            "version": req.version,
+            "ts": req.ts,
+            "latency_ms": req.latency_ms,
+            "key": req.key,
+            "rows": n,
+            "inputs": self._privacy.fields(req.inputs, n, inputs=True),
+            "outputs": self._privacy.fields(req.outputs, n, inputs=False),
+        }
 
-    def _write_segment(self, model: str, version: str, rows: list[dict[str, Any]]) -> Path:
+    def _write_segment(self, model: str, version: str, lines: list[dict[str, Any]]) -> Path:
         folder = self.segments_dir / model / version
         folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SUFFIX}"
         final = folder / name
         staged = folder / f".{name}.tmp"
-        dumps = orjson.dumps
-        data = b"\n".join(
-            dumps(row, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY) for row in rows
-        )
+        dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+        data = b"\n".join(dumps(line, default=_json_default, option=opt) for line in lines)
         with open(staged, "wb") as fh:
             fh.write(data + b"\n")
             fh.flush()
@@ -355,12 +347,33 @@ def segment_paths(root: Path, model: str | None = None, version: str | None = No
     )
 
 
-def iter_rows(
+def iter_requests(
     root: Path, model: str | None = None, version: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Every logged row, oldest segment first."""
+    """Every logged request (one JSON line each), oldest segment first."""
     for path in segment_paths(root, model, version):
         with open(path, "rb") as fh:
             for line in fh:
                 if line.strip():
                     yield orjson.loads(line)
+
+
+def row_of(fields: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Example ``i`` of a request's logged tensors."""
+    return {name: values[i] for name, values in fields.items()}
+
+
+def iter_rows(
+    root: Path, model: str | None = None, version: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every logged example, oldest first: the request's fields with this row's values."""
+    for req in iter_requests(root, model, version):
+        inputs, outputs = req.pop("inputs"), req.pop("outputs")
+        n = req.pop("rows")
+        for i in range(n):
+            yield {
+                **req,
+                "row": i,
+                "inputs": row_of(inputs, i),
+                "outputs": row_of(outputs, i),
+            }

@@ -11,23 +11,27 @@ from shipyard.monitoring.feedback import FeedbackStore, parse_labels
 from shipyard.monitoring.joined import quality_of
 
 
-def _rows(n: int, version: str = "1") -> list[dict[str, object]]:
+def _requests(n: int) -> list[dict[str, object]]:
+    """``n`` logged requests of 2 rows each: row i of the log predicts label i % 3."""
     return [
         {
-            "request_id": f"r{i // 2}",
-            "row": i % 2,
-            "ts": 1000.0 + i,
-            "key": f"k{i // 2}",
-            "outputs": {"label": [i % 3], "probabilities": [0.1, 0.2, 0.7]},
+            "request_id": f"r{j}",
+            "ts": 1000.0 + j,
+            "key": f"k{j}",
+            "rows": 2,
+            "outputs": {
+                "label": [[(2 * j) % 3], [(2 * j + 1) % 3]],
+                "probabilities": [[0.1, 0.2, 0.7]] * 2,
+            },
         }
-        for i in range(n)
+        for j in range(n)
     ]
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> FeedbackStore:
     s = FeedbackStore.open(tmp_path)
-    s.index_predictions("m", "1", _rows(6))
+    s.index_predictions("m", "1", _requests(3))
     yield s
     s.close()
 
