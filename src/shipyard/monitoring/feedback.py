@@ -2,9 +2,10 @@
 
 The prediction log indexes each logged request's outputs here (model, version, request
 id, number of rows, optional client key). A label names a row by ``request_id`` (and
-``row``, default 0) or by the client's ``key`` (the V2 request's ``id``) and is stored against the version
-that made the prediction. Labels for rows that were never logged are reported back as
-unknown, never dropped silently. A later label for the same row replaces the earlier one.
+``row``, default 0) or by the client's ``key`` (the V2 request's ``id``) and is stored
+against the version that made the prediction. Labels for rows that were never logged are
+reported back as unknown, never dropped silently. A later label for the same row replaces
+the earlier one.
 
 SQLAlchemy Core on a SQLite file (WAL) by default, so a PostgreSQL URL can replace it.
 
@@ -197,7 +198,11 @@ class FeedbackStore:
         self.engine.dispose()
 
     def index_predictions(
-        self, model: str, version: str, lines: Sequence[Mapping[str, Any]]
+        self,
+        model: str,
+        version: str,
+        lines: Sequence[Mapping[str, Any]],
+        outputs_json: Sequence[bytes] | None = None,
     ) -> None:
         """Record logged requests' outputs (called by the prediction log's writer).
 
@@ -206,7 +211,9 @@ class FeedbackStore:
         """
         if not lines:
             return
-        dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+        if outputs_json is None:
+            dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+            outputs_json = [dumps(line["outputs"], option=opt, default=_default) for line in lines]
         params = [
             (
                 model,
@@ -215,9 +222,9 @@ class FeedbackStore:
                 line["ts"],
                 line.get("key"),
                 line["rows"],
-                dumps(line["outputs"], option=opt, default=_default).decode(),
+                outputs.decode(),
             )
-            for line in lines
+            for line, outputs in zip(lines, outputs_json, strict=True)
         ]
         with self.engine.begin() as conn:
             conn.exec_driver_sql(_INSERT_PREDICTIONS, params)

@@ -110,8 +110,14 @@ class _Privacy:
         data = orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
         return hashlib.sha256(self.salt + data).hexdigest()
 
-    def fields(self, tensors: Arrays, n: int, *, inputs: bool) -> dict[str, Any]:
+    def fields(self, tensors: Arrays, n: int, *, inputs: bool) -> Arrays | dict[str, Any]:
         """What is written of each tensor: itself, per-example summaries or hashes, or nothing."""
+        if not self.redact and (not inputs or self.inputs == "full"):
+            for arr in tensors.values():
+                if arr.dtype.kind == "O" or not arr.flags.c_contiguous:
+                    break
+            else:
+                return tensors  # orjson writes the arrays themselves
         out: dict[str, Any] = {}
         for name, arr in tensors.items():
             rule = self.redact.get(name)
@@ -161,6 +167,7 @@ class PredictionLog:
         self.written_rows = 0
         self._queue: deque[_Request] = deque()
         self._limit = settings.queue_size
+        self._high_water = max(1, settings.queue_size // 2)
         self._rate = settings.sample_rate
         self._privacy = _Privacy(settings)
         self._seq = 0
@@ -186,14 +193,17 @@ class PredictionLog:
         """Queue one request's inputs and outputs (never blocks, never raises)."""
         if self._rate < 1.0 and random.random() >= self._rate:
             return
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if len(queue) >= self._limit:
             self.dropped += 1
             return
-        self._queue.append(
+        queue.append(
             _Request(
                 request_id, model, version, time.time(), latency_s * 1000, key, inputs, outputs
             )
         )
+        if len(queue) == self._high_water:  # half full: write now, before it overflows
+            self._wake.set()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -251,23 +261,34 @@ class PredictionLog:
                     self.on_drop(dropped)
             if not taken:
                 return 0
-            by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            by_version: dict[tuple[str, str], tuple[list[dict[str, Any]], list[bytes]]] = {}
             for req in taken:
-                by_version.setdefault((req.model, req.version), []).append(self._line(req))
+                line, outputs = self._line(req)
+                group = by_version.setdefault((req.model, req.version), ([], []))
+                group[0].append(line)
+                group[1].append(outputs)
             total = 0
-            for (model, version), lines in by_version.items():
+            for (model, version), (lines, encoded) in by_version.items():
                 self._write_segment(model, version, lines)
                 if self.store is not None:
-                    self.store.index_predictions(model, version, lines)
+                    self.store.index_predictions(model, version, lines, encoded)
                 if self.on_lines is not None:
+                    for line, outputs in zip(lines, encoded, strict=True):
+                        line["outputs"] = orjson.loads(outputs)
                     self.on_lines(model, version, lines)
                 total += sum(line["rows"] for line in lines)
             self.written_rows += total
             return total
 
-    def _line(self, req: _Request) -> dict[str, Any]:
+    def _line(self, req: _Request) -> tuple[dict[str, Any], bytes]:
+        """The request's JSON line, its outputs encoded once (for the file and the index)."""
         n = _rows_in(req.outputs) or _rows_in(req.inputs) or 1
-        return {
+        outputs = orjson.dumps(
+            self._privacy.fields(req.outputs, n, inputs=False),
+            default=_json_default,
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        line = {
             "request_id": req.request_id,
             "model": req.model,
             "version": req.version,
@@ -276,8 +297,9 @@ class PredictionLog:
             "key": req.key,
             "rows": n,
             "inputs": self._privacy.fields(req.inputs, n, inputs=True),
-            "outputs": self._privacy.fields(req.outputs, n, inputs=False),
+            "outputs": orjson.Fragment(outputs),
         }
+        return line, outputs
 
     def _write_segment(self, model: str, version: str, lines: list[dict[str, Any]]) -> Path:
         folder = self.segments_dir / model / version
