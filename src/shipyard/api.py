@@ -23,6 +23,7 @@ from shipyard.errors import DataNotFound, InvalidData
 from shipyard.spec import ModelRef, TaskType
 
 if TYPE_CHECKING:
+    from shipyard.monitoring.feedback import FeedbackResult
     from shipyard.registry import ModelRegistry, ModelVersion
     from shipyard.server.runner import BackgroundServer
     from shipyard.workflows.evaluate import EvaluationResult
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = [
     "evaluate",
     "load_sample_input",
+    "monitor_feedback",
+    "monitor_status",
     "open_registry",
     "predict",
     "register",
@@ -282,3 +285,50 @@ def start_server(refs: Sequence[str], *, settings: Settings | None = None) -> Ba
     from shipyard.server.runner import BackgroundServer
 
     return BackgroundServer(list(refs), settings or load_settings()).start()
+
+
+def monitor_feedback(
+    model: str,
+    labels: str | Path | Sequence[Mapping[str, Any]],
+    *,
+    settings: Settings | None = None,
+) -> FeedbackResult:
+    """Join ground-truth labels to ``model``'s logged predictions, however late.
+
+    ``labels``: a CSV, JSON-lines or Parquet file (columns ``label`` and ``request_id``
+    with optional ``row``, or ``key``), or the items themselves.
+
+    Raises:
+        InvalidData: malformed labels.
+        DataNotFound: no such file.
+    """
+    from shipyard.monitoring.feedback import FeedbackStore, parse_labels
+    from shipyard.workflows.monitor import read_labels
+
+    settings = settings or load_settings()
+    items = read_labels(Path(labels)) if isinstance(labels, str | Path) else list(labels)
+    store = FeedbackStore.open(settings.monitoring_dir)
+    try:
+        return store.add_labels(model, parse_labels(items))
+    finally:
+        store.close()
+
+
+def monitor_status(
+    ref: str | ModelRef,
+    *,
+    window: int = 1000,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> dict[str, Any]:
+    """Logged and labelled rows, live quality and offline metrics, per version of a model."""
+    from shipyard.monitoring.feedback import FeedbackStore
+    from shipyard.workflows.monitor import status
+
+    settings = settings or load_settings()
+    store = FeedbackStore.open(settings.monitoring_dir)
+    try:
+        with _registry(registry, settings) as reg:
+            return status(reg, store, ref, window)
+    finally:
+        store.close()

@@ -53,6 +53,7 @@ def exit_code_for(exc: errors.ShipyardError) -> int:
 # name -> (module, attribute, short help); modules are imported on first use only
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("shipyard.cli.models", "models", "Register, list and manage model versions."),
+    "monitor": ("shipyard.cli.monitor", "monitor", "Feed labels; read live quality."),
     "evaluate": ("shipyard.cli.evaluate", "evaluate", "Measure a version's quality on a dataset."),
     "predict": ("shipyard.cli.predict", "predict", "Score a whole data file offline."),
     "quickstart": ("shipyard.cli.quickstart", "quickstart", "Run the whole path on tiny models."),

@@ -1,6 +1,6 @@
 """Quality of logged predictions that have labels, by the same metric code as evaluation.
 
-Imports: metrics, errors (and numpy).
+Imports: metrics, spec (and numpy).
 """
 
 from __future__ import annotations
@@ -14,8 +14,20 @@ from shipyard.metrics import classification_metrics, regression_metrics, roc_auc
 
 if TYPE_CHECKING:
     from shipyard.monitoring.feedback import LabelledRow
+    from shipyard.spec import TaskSchema
 
-__all__ = ["quality_of"]
+__all__ = ["quality_for_task", "quality_of"]
+
+
+def quality_for_task(task: TaskSchema, rows: Sequence[LabelledRow]) -> dict[str, Any]:
+    """:func:`quality_of`, reading the outputs as the version's task schema says."""
+    return quality_of(
+        rows,
+        task=task.task.value,
+        label_output=task.label_output,
+        scores_output=task.scores_output,
+        class_labels=task.class_labels,
+    )
 
 
 def _scalar(value: Any) -> Any:

@@ -28,6 +28,7 @@ from shipyard.errors import (
     VersionNotFound,
 )
 from shipyard.logs import request_id_var
+from shipyard.monitoring.joined import quality_for_task
 from shipyard.monitoring.metrics import ModelMetrics, ServerMetrics
 from shipyard.runtime import InputChecker
 from shipyard.spec import ModelRef
@@ -331,8 +332,8 @@ class DataPlane:
                 "logged": counts.get(v, {}).get("predictions", 0),
                 "labelled": counts.get(v, {}).get("labels", 0),
                 "live": {
-                    "all": quality_for(model.manifest.task, rows),
-                    f"last_{window}": quality_for(model.manifest.task, rows[-window:]),
+                    "all": quality_for_task(model.manifest.task, rows),
+                    f"last_{window}": quality_for_task(model.manifest.task, rows[-window:]),
                 },
                 "offline": offline,
             }
@@ -569,19 +570,6 @@ class DataPlane:
         self._served.clear()
         self._routes.clear()
         await asyncio.to_thread(self.pool.close)
-
-
-def quality_for(served_task: Any, rows: Sequence[Any]) -> dict[str, Any]:
-    """Live quality of labelled rows, read as the version's task schema says."""
-    from shipyard.monitoring.joined import quality_of
-
-    return quality_of(
-        rows,
-        task=served_task.task.value,
-        label_output=served_task.label_output,
-        scores_output=served_task.scores_output,
-        class_labels=served_task.class_labels,
-    )
 
 
 def _fallback_request_id() -> str:

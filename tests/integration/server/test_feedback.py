@@ -109,3 +109,41 @@ def test_feedback_body_over_the_limit_is_413(iris: RunningServer) -> None:
         content=b"[" + b" " * (limit + 10) + b"]",
     )
     assert r.status_code == 413
+
+
+def test_cli_feedback_from_a_late_labels_file_and_status(
+    iris: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import time
+
+    from sklearn.datasets import load_iris
+
+    from shipyard.cli.main import main
+    from shipyard.metrics import classification_metrics
+
+    x, y = load_iris(return_X_y=True)
+    xs, ys = x[::10].astype(np.float32), y[::10]  # 15 rows
+    with httpx.Client(base_url=iris.http) as c:
+        preds = [_infer(c, xs[i : i + 1], f"late-{i}")[0] for i in range(len(xs))]
+    time.sleep(2.5)  # the server's log flushes on its own (every second)
+    labels = tmp_path / "labels.csv"
+    lines = ["request_id,row,label"] + [f"late-{i},0,{int(v)}" for i, v in enumerate(ys)]
+    labels.write_text("\n".join([*lines, "late-999,0,1"]) + "\n")
+    monkeypatch.setenv("SHIPYARD_HOME", str(iris.settings.home))
+    assert main(["monitor", "feedback", "iris", "--file", str(labels), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accepted"] == len(xs)
+    assert result["unknown"] == [{"index": len(xs), "request_id": "late-999", "row": 0}]
+    assert main(["monitor", "status", "iris", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["versions"]["1"]
+    want = classification_metrics([int(v) for v in ys], preds)
+    assert status["labelled"] == len(xs)
+    assert status["live"]["all"]["accuracy"] == pytest.approx(want["accuracy"])
+    assert status["offline"] == {"accuracy": 0.97}
+    assert main(["monitor", "status", "iris"]) == 0  # the table renders
+    assert "live quality" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\n1,2\n")
+    assert main(["monitor", "feedback", "iris", "--file", str(bad)]) != 0
+    assert "must have a 'label' column and a 'request_id' or 'key'" in capsys.readouterr().err
