@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Generator, Mapping, Sequence
@@ -69,6 +70,9 @@ def _start_prediction_log(
     from shipyard.monitoring.feedback import FeedbackStore
     from shipyard.monitoring.predlog import PredictionLog
 
+    # The log's writer thread shares the GIL with the event loop. At the default 5 ms
+    # switch interval a busy writer can hold a request that long; 0.5 ms bounds that.
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
     root = settings.monitoring_dir
     store = FeedbackStore.open(root)
     log = PredictionLog(
