@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from shipyard.batching.tensors import shape_key, split, stack
 from shipyard.config import BatchingSettings, Settings, layered
 from shipyard.errors import (
     DeadlineExceeded,
+    IntegrityError,
     ModelNotFound,
     ModelNotReady,
     ShipyardError,
@@ -244,15 +245,19 @@ class DataPlane:
 
     # ---- inference ----------------------------------------------------------------------
 
-    async def infer(
+    def infer(
         self,
         model: ServedModel,
         inputs: Arrays,
         *,
         deadline: float | None = None,
         key: str | None = None,
-    ) -> Arrays:
+    ) -> Awaitable[Arrays]:
         """Run one request through the model's batcher (or inline when it cannot batch).
+
+        Returns an awaitable of the outputs; a request that fails its checks raises at
+        once. (A plain function handing back the batcher's coroutine: one coroutine frame
+        less to suspend and resume on every request.)
 
         ``deadline`` is on the batcher's clock (monotonic seconds). With the prediction
         log on, the request is recorded (under the context's request id and the client's
@@ -266,16 +271,21 @@ class DataPlane:
         """
         log = self.predlog
         if log is not None:
-            return await self._infer_logged(log, model, inputs, deadline, key)
+            return self._infer_logged(log, model, inputs, deadline, key)
         batcher = model.batcher
         if batcher is None:
-            if deadline is not None and deadline <= time.monotonic():
-                raise DeadlineExceeded("The request's deadline passed before it could run.")
-            # the runtime validates what it runs; checking here too would do it twice
-            return model.run(inputs)
+            return self._infer_inline(model, inputs, deadline)
         # checked before queueing, so a bad request fails alone with its own shapes
         checked = model.check(inputs)
-        return await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+        return batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+
+    async def _infer_inline(
+        self, model: ServedModel, inputs: Arrays, deadline: float | None
+    ) -> Arrays:
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("The request's deadline passed before it could run.")
+        # the runtime validates what it runs; checking here too would do it twice
+        return model.run(inputs)
 
     async def _infer_logged(
         self,
@@ -455,6 +465,10 @@ class DataPlane:
         except ShipyardError as exc:
             state.state, state.reason = "UNAVAILABLE", f"{exc.code}: {exc.message}"
             logger.error("Could not load %s: %s", ref, exc.message)
+            if isinstance(exc, IntegrityError):  # sha256 mismatch or undecryptable blob
+                failed = str(exc.details.get("ref") or ref)
+                version = failed.rpartition(":")[2] if ":" in failed else ""
+                self.metrics.integrity_failures.labels(route_name, version).inc()
             raise
         except Exception as exc:  # a bug in an engine: report it, keep serving the others
             state.state, state.reason = "UNAVAILABLE", f"internal: {type(exc).__name__}"
