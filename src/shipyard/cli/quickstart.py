@@ -36,7 +36,49 @@ def _free_port(preferred: int) -> int:
     raise OSError("no free port")  # pragma: no cover
 
 
-def _serve_demo(settings: Any, iris_row: list[float], diabetes_row: list[float]) -> None:
+def _post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, resp.read().decode()
+
+
+def _monitoring_demo(url: str, rows: list[list[float]], labels: list[int]) -> None:
+    """Label a few logged predictions and read live quality back."""
+    import json
+    import urllib.request
+
+    for i, row in enumerate(rows):
+        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
+        _post(url + "/v2/models/iris@prod/infer", body, {"x-request-id": f"demo-{i}"})
+    feedback = [{"request_id": f"demo-{i}", "label": y} for i, y in enumerate(labels)]
+    status, answer = _post(url + "/v2/models/iris@prod/feedback", {"labels": feedback})
+    click.echo(f"  POST /v2/models/iris@prod/feedback ({len(labels)} true labels, arriving late)")
+    click.echo(f"    -> {status} {answer}")
+    with urllib.request.urlopen(url + "/v2/models/iris@prod/monitoring", timeout=10) as resp:
+        live = json.loads(resp.read())["versions"]["1"]
+    q = live["live"]["all"]
+    click.echo("  GET /v2/models/iris@prod/monitoring")
+    click.echo(
+        f"    -> {live['labelled']} labelled of {live['logged']} logged: live accuracy "
+        f"{q.get('accuracy', 0):.3f}, F1 {q.get('f1_macro', 0):.3f} "
+        f"(offline: {live['offline'].get('accuracy', 'n/a')})"
+    )
+
+
+def _serve_demo(
+    settings: Any,
+    iris_row: list[float],
+    diabetes_row: list[float],
+    iris_rows: list[list[float]] | None = None,
+    iris_labels: list[int] | None = None,
+) -> None:
     import json
     import urllib.request
 
@@ -72,6 +114,8 @@ def _serve_demo(settings: Any, iris_row: list[float], diabetes_row: list[float])
                 answer = resp.read().decode()
             click.echo(f"  POST {path}")
             click.echo(f"    -> {resp.status} {answer[:300]}")
+        if iris_rows and iris_labels and demo.monitoring.log_predictions:
+            _monitoring_demo(server.url, iris_rows, iris_labels)
     finally:
         server.stop()
     click.echo("  server stopped (start your own with `shipyard serve`, below)")
@@ -196,7 +240,13 @@ def quickstart(ctx: click.Context, seed: int) -> None:
         reg.close()
 
     _step(7, "Serve iris@prod and diabetes, and send them sample requests")
-    _serve_demo(settings, [float(v) for v in x_te[0]], [float(v) for v in d_te[0]])
+    _serve_demo(
+        settings,
+        [float(v) for v in x_te[0]],
+        [float(v) for v in d_te[0]],
+        [[float(v) for v in row] for row in x_te[:20]],
+        [int(v) for v in y_te[:20]],
+    )
 
     env = f"SHIPYARD_HOME={settings.home} " if "SHIPYARD_HOME" in __import__("os").environ else ""
     click.secho("\nWhat to try next:", bold=True)
@@ -213,5 +263,6 @@ def quickstart(ctx: click.Context, seed: int) -> None:
         f"{env}shipyard predict iris --data {iris_test} --out /tmp/preds.parquet",
         f"{env}shipyard models export iris@prod --out /tmp/iris.tar.gz",
         f"{env}shipyard models verify",
+        f"{env}shipyard monitor status iris@prod",
     ):
         click.echo(f"  {cmd}")
