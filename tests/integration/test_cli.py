@@ -239,6 +239,9 @@ def test_quickstart_runs_the_whole_path(tmp_path: Path) -> None:
     # the demo ends with a live server answering both protocols
     assert "POST /v2/models/iris@prod/infer\n    -> 200" in proc.stdout
     assert "POST /v1/models/diabetes:predict\n    -> 200" in proc.stdout
+    # and monitoring: late labels joined, live quality read back
+    assert '-> 200 {"accepted":20,"unknown":[]}' in proc.stdout
+    assert "20 labelled of 21 logged: live accuracy" in proc.stdout
     listed = subprocess.run(
         [str(exe), "--json", "models", "list"], capture_output=True, text=True, env=env, check=True
     )
