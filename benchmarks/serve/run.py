@@ -337,6 +337,14 @@ def bench_target(
         stop(proc)
 
 
+def _cells(row: dict[str, Any], levels: list[int]) -> str:
+    return "  ".join(
+        f"c{c}: {row[f'c{c}']['rps']:8.0f} rps p99 {row[f'c{c}']['p99_ms']:.2f}ms "
+        f"err {row[f'c{c}']['errors']}"
+        for c in levels
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
@@ -503,29 +511,12 @@ def main() -> int:
         print(f"== {key}: client headroom {res['client_headroom']}x the floor at c8")
         for target in ("floor", "shipyard_batching_off", "shipyard_batching_on"):
             row = res[target]
-            cells = [
-                f"c{c}: {row[f'c{c}']['rps']:8.0f} rps p99 {row[f'c{c}']['p99_ms']:.2f}ms "
-                f"err {row[f'c{c}']['errors']}"
-                for c in levels
-            ]
             tail = f"  rss {row['idle_rss_mb']} MB cold {row['cold_start_s']} s"
-            print(f"  {target:24s} " + "  ".join(cells) + tail)
-        g = on["grpc"]
-        cells = [
-            f"c{c}: {g[f'c{c}']['rps']:8.0f} rps p99 {g[f'c{c}']['p99_ms']:.2f}ms "
-            f"err {g[f'c{c}']['errors']}"
-            for c in levels
-            if c > 1
-        ]
-        print(f"  {'shipyard_grpc (batching)':24s} " + "  ".join(cells))
-        cells = [
-            f"c{c}: {logged[f'c{c}']['rps']:8.0f} rps p99 {logged[f'c{c}']['p99_ms']:.2f}ms"
-            for c in levels
-            if c > 1
-        ]
+            print(f"  {target:24s} " + _cells(row, levels) + tail)
+        print(f"  {'shipyard_grpc (batching)':24s} " + _cells(on["grpc"], levels[1:]))
         print(
             f"  {'shipyard + predlog':24s} "
-            + "  ".join(cells)
+            + _cells(logged, levels[1:])
             + f"  dropped {res['predlog_dropped']:.0f}"
         )
         print("  ratios:", json.dumps(res["ratios"]))

@@ -125,20 +125,26 @@ def test_grpc_concurrent_distinct_requests_are_batched_and_never_mixed(
     assert batches < len(xs), "gRPC calls in flight together must share batches"
 
 
-def test_grpc_client_deadline_gives_deadline_exceeded(home: Path, tmp_path: Path) -> None:
-    import grpc
-
+def _slow_server(home: Path, tmp_path: Path, latency_ms: float) -> RunningServer:
+    """A server for `tiny` whose engine takes ``latency_ms`` per batch."""
     from shipyard.runtime import FakeRuntime
-    from shipyard.server.grpc import inference_pb2 as pb
-    from shipyard.server.grpc import inference_pb2_grpc as pb_grpc
 
     settings = server_settings(home)
     reg = ModelRegistry.open(settings)
     register_tiny(reg, tmp_path, "tiny")
     reg.close()
-    server = start_server(
-        ["tiny"], settings, runtime_factory=lambda rs: FakeRuntime(latency_ms=300)
+    return start_server(
+        ["tiny"], settings, runtime_factory=lambda rs: FakeRuntime(latency_ms=latency_ms)
     )
+
+
+def test_grpc_client_deadline_gives_deadline_exceeded(home: Path, tmp_path: Path) -> None:
+    import grpc
+
+    from shipyard.server.grpc import inference_pb2 as pb
+    from shipyard.server.grpc import inference_pb2_grpc as pb_grpc
+
+    server = _slow_server(home, tmp_path, latency_ms=300)
     try:
         with grpc.insecure_channel(server.grpc) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -174,16 +180,9 @@ def test_grpc_client_deadline_gives_deadline_exceeded(home: Path, tmp_path: Path
 def test_grpc_stop_drains_in_flight_calls(home: Path, tmp_path: Path) -> None:
     import grpc
 
-    from shipyard.runtime import FakeRuntime
     from shipyard.server.grpc import inference_pb2_grpc as pb_grpc
 
-    settings = server_settings(home)
-    reg = ModelRegistry.open(settings)
-    register_tiny(reg, tmp_path, "tiny")
-    reg.close()
-    server = start_server(
-        ["tiny"], settings, runtime_factory=lambda rs: FakeRuntime(latency_ms=200)
-    )
+    server = _slow_server(home, tmp_path, latency_ms=200)
     channel = grpc.insecure_channel(server.grpc)
     try:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
