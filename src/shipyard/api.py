@@ -33,6 +33,7 @@ __all__ = [
     "evaluate",
     "load_sample_input",
     "monitor_feedback",
+    "monitor_report",
     "monitor_status",
     "open_registry",
     "predict",
@@ -330,5 +331,25 @@ def monitor_status(
     try:
         with _registry(registry, settings) as reg:
             return status(reg, store, ref, window)
+    finally:
+        store.close()
+
+
+def monitor_report(
+    ref: str,
+    out: str | Path,
+    *,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> dict[str, Any]:
+    """Write a self-contained HTML report of a model's monitoring (plots, no network)."""
+    from shipyard.monitoring.feedback import FeedbackStore
+    from shipyard.workflows.monitor_report import write_report
+
+    settings = settings or load_settings()
+    store = FeedbackStore.open(settings.monitoring_dir)
+    try:
+        with _registry(registry, settings) as reg:
+            return write_report(reg, store, settings.monitoring_dir, ref, Path(out))
     finally:
         store.close()

@@ -90,3 +90,28 @@ def status(ctx: click.Context, ref: str, window: int, json_out: bool) -> None:
         offline = {k: x for k, x in v["offline"].items() if isinstance(x, int | float)}
         if offline:
             out.kv("offline evaluation (registry)", sorted(offline.items()))
+
+
+@monitor.command()
+@click.argument("ref")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The HTML file to write.",
+)
+@click.option("--json", "json_out", is_flag=True, help="Print what the report shows as JSON.")
+@click.pass_context
+def report(ctx: click.Context, ref: str, out_path: Path, json_out: bool) -> None:
+    """Write an offline HTML report of REF's model: quality, traffic, latency, confusion."""
+    from shipyard.api import monitor_report
+
+    state = ctx.find_root().obj
+    result = monitor_report(ref, out_path, settings=state.settings())
+    if json_out or state.json:
+        out.emit_json(result)
+        return
+    click.echo(
+        f"wrote {result['out']} ({result['requests']} requests, {result['labelled']} labelled)"
+    )
