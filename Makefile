@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck contracts unit bench clean venv
+.PHONY: demo test lint typecheck contracts unit bench clean venv bench-optimize
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +35,17 @@ lint: $(VENV)/.test-installed
 
 # pytest exits 5 when it collects nothing: that is a failure here, as any non-zero code is.
 test: lint
+	@bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered --cov-fail-under=80
 
 # Server against the bare-handler floor (needs wrk and taskset; installed here when absent).
 bench: $(VENV)/.test-installed
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/serve/run.py
+
+# shipyard optimize on the synthetic-image CNN and the digits MLP, 1 and 2 threads.
+bench-optimize: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/optimize/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

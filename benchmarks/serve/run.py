@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -40,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 PY = sys.executable
 SHIPYARD = str(Path(PY).with_name("shipyard"))
+sys.path.insert(0, str(HERE.parent))
+from _provenance import git_sha, host_info, versions  # noqa: E402
 
 
 def free_port() -> int:
@@ -48,50 +49,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def host_info() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-    }
-
-
-def versions() -> dict[str, str]:
-    import onnxruntime
-    import orjson
-    import uvicorn
-
+def _versions() -> dict[str, str]:
     out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
-    return {
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "orjson": orjson.__version__,
-        "uvicorn": uvicorn.__version__,
-        "wrk": (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else "?",
-    }
+    text = out.stdout or out.stderr
+    return {**versions("orjson", "uvicorn"), "wrk": text.splitlines()[0] if text else "?"}
 
 
 # ---- models ----------------------------------------------------------------------------
@@ -375,7 +336,7 @@ def main() -> int:
         "git_sha": git_sha(),
         "timestamp": datetime.now(UTC).isoformat(),
         "host": host_info(),
-        "versions": versions(),
+        "versions": _versions(),
         "parameters": {
             "duration_s": duration,
             "concurrency": levels,

@@ -25,21 +25,30 @@ from shipyard.spec import ModelRef, TaskType
 if TYPE_CHECKING:
     from shipyard.monitoring.feedback import FeedbackResult
     from shipyard.registry import ModelRegistry, ModelVersion
+    from shipyard.security import TokenStore
     from shipyard.server.runner import BackgroundServer
+    from shipyard.workflows.edge import EdgeBundle
     from shipyard.workflows.evaluate import EvaluationResult
+    from shipyard.workflows.optimize import OptimizeResult
     from shipyard.workflows.predict import PredictSummary
+    from shipyard.workflows.tune import TuneResult
 
 __all__ = [
+    "audit_log",
+    "encrypt_registry",
     "evaluate",
+    "export_edge",
     "load_sample_input",
     "monitor_feedback",
     "monitor_report",
     "monitor_status",
     "open_registry",
+    "optimize",
     "predict",
     "register",
     "serve",
     "start_server",
+    "tune",
 ]
 
 
@@ -48,6 +57,13 @@ def open_registry(settings: Settings | None = None) -> ModelRegistry:
     from shipyard.registry import ModelRegistry
 
     return ModelRegistry.open(settings or load_settings())
+
+
+def open_token_store(settings: Settings | None = None) -> TokenStore:
+    """Open (creating if needed) the API token store, ``<home>/security.db``."""
+    from shipyard.security import TokenStore
+
+    return TokenStore((settings or load_settings()).home / "security.db")
 
 
 @contextlib.contextmanager
@@ -240,6 +256,64 @@ def predict(
         )
 
 
+def optimize(
+    ref: str | ModelRef,
+    data: str | Path,
+    *,
+    target: str | None = None,
+    max_drop: float = 0.01,
+    objective: str = "throughput",
+    techniques: Sequence[str] | None = None,
+    calibration_methods: Sequence[str] | None = None,
+    threads: int = 1,
+    promote: str | None = None,
+    register: bool = True,
+    report: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    actor: str | None = None,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+    **options: Any,
+) -> OptimizeResult:
+    """Build fp16, int8, pruned and graph-optimized variants of a version and gate them.
+
+    Each variant is measured against fp32 (ONNX Runtime ``ORT_ENABLE_ALL``, the same
+    ``threads``) in one run; those whose quality drops by at most ``max_drop`` (absolute
+    points: 0.01 is one point of accuracy) are registered as new versions with lineage.
+    ``default`` never moves; ``promote`` points an alias at the best by ``objective``.
+    ``options`` go to :func:`shipyard.workflows.optimize.optimize` (``sparsity``,
+    ``channel_fractions``, ``calibration_rows``, ``budget``, ``seed``).
+
+    Raises:
+        NotFoundError: unknown ref or data file.
+        InvalidInputError: unknown technique or objective, negative max_drop, no target.
+        InvalidData: the data does not fit the model.
+    """
+    from shipyard.convert.transforms import CALIBRATION_METHODS
+    from shipyard.workflows.optimize import TECHNIQUES
+    from shipyard.workflows.optimize import optimize as _optimize
+
+    settings = settings or load_settings()
+    with _registry(registry, settings) as reg:
+        return _optimize(
+            reg,
+            ref,
+            Path(data),
+            target=target,
+            max_drop=max_drop,
+            objective=objective,
+            techniques=techniques or TECHNIQUES,
+            calibration_methods=calibration_methods or CALIBRATION_METHODS,
+            threads=threads,
+            promote=promote,
+            register=register,
+            report_path=None if report is None else Path(report),
+            progress=progress,
+            actor=actor,
+            **options,
+        )
+
+
 def serve(
     refs: Sequence[str],
     *,
@@ -288,6 +362,83 @@ def start_server(refs: Sequence[str], *, settings: Settings | None = None) -> Ba
     return BackgroundServer(list(refs), settings or load_settings()).start()
 
 
+def tune(
+    ref: str | ModelRef,
+    *,
+    slo_p99_ms: float,
+    concurrency: int,
+    budget_s: float = 60.0,
+    sample_input: Any = None,
+    write: bool = True,
+    actor: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> TuneResult:
+    """Measure serving settings for ``ref`` on this machine and store the best within the SLO.
+
+    Intra-op threads, then batch size, then batch wait are measured against a real server
+    on 127.0.0.1 under a closed-loop load of ``concurrency`` from a separate process, within
+    ``budget_s``. The winner (most requests per second with p99 <= ``slo_p99_ms``) is
+    written into the version's ``serving`` settings, which ``shipyard serve`` uses. When no
+    candidate meets the SLO, nothing is written and ``result.chosen`` is None.
+
+    Example:
+        >>> r = shipyard.api.tune("iris:1", slo_p99_ms=10, concurrency=16)  # doctest: +SKIP
+        >>> r.chosen.candidate                                               # doctest: +SKIP
+
+    Raises:
+        NotFoundError: unknown ref or sample file.
+        InvalidInputError: a bad SLO, concurrency or budget, or a sample the model refuses.
+        InferenceError: the load generator failed.
+    """
+    from shipyard.workflows.tune import tune as _tune
+
+    if isinstance(sample_input, str | Path):
+        sample_input = load_sample_input(sample_input)
+    settings = settings or load_settings()
+    with _registry(registry, settings) as reg:
+        return _tune(
+            reg,
+            str(ref),
+            slo_p99_ms=slo_p99_ms,
+            concurrency=concurrency,
+            settings=settings,
+            budget_s=budget_s,
+            sample=sample_input,
+            write=write,
+            actor=actor,
+            progress=progress,
+            on_plan=on_plan,
+        )
+
+
+def export_edge(
+    ref: str | ModelRef,
+    out: str | Path,
+    *,
+    force: bool = False,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> EdgeBundle:
+    """Write a minimal bundle for small devices: the ONNX model, a runner, pins and hashes.
+
+    The folder holds ``model.onnx``, ``run.py`` (needs only onnxruntime and numpy, checks
+    every file's sha256 against ``manifest.json`` before loading), ``requirements.txt``,
+    ``manifest.json`` and ``README.txt``.
+
+    Raises:
+        NotFoundError: unknown ref.
+        OutputExists: ``out`` exists and is not empty (pass ``force`` to replace it).
+        ArtifactCorrupted: the stored artifact fails its hash check.
+    """
+    from shipyard.workflows.edge import export_edge as _export_edge
+
+    with _registry(registry, settings) as reg:
+        return _export_edge(reg, str(ref), Path(out), force=force)
+
+
 def monitor_feedback(
     model: str,
     labels: str | Path | Sequence[Mapping[str, Any]],
@@ -333,6 +484,37 @@ def monitor_status(
             return status(reg, store, ref, window)
     finally:
         store.close()
+
+
+def audit_log(
+    *,
+    target: str | None = None,
+    action: str | None = None,
+    limit: int | None = None,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> list[dict[str, Any]]:
+    """The registry's audit log (who, what, when, from where), oldest first, as dicts.
+
+    Args:
+        target: Only entries about this model (``name``, ``name:3``, ``name@alias``).
+        action: Only this action (``register``, ``alias.promote``, ``delete``, ``gc``, ...).
+        limit: Only the latest ``limit`` entries.
+    """
+    with _registry(registry, settings) as reg:
+        return [e.to_dict() for e in reg.audit_log(target=target, action=action, limit=limit)]
+
+
+def encrypt_registry(
+    *, settings: Settings | None = None, registry: ModelRegistry | None = None
+) -> int:
+    """Encrypt every plaintext blob of a registry opened with encryption on; returns how many.
+
+    Raises:
+        EncryptionKeyMissing: encryption is off, or no key is configured.
+    """
+    with _registry(registry, settings) as reg:
+        return reg.encrypt_blobs()
 
 
 def monitor_report(

@@ -25,6 +25,7 @@ __all__ = [
     "MonitoringSettings",
     "RegistrySettings",
     "RuntimeSettings",
+    "SecuritySettings",
     "ServerSettings",
     "Settings",
     "default_home",
@@ -53,6 +54,12 @@ class RegistrySettings(_Section):
     """Folder of the content-addressed artifact store; default ``<home>/store``."""
     busy_timeout_s: float = Field(30.0, gt=0)
     """How long a writer waits for another writer's lock before failing."""
+    encrypt: bool = False
+    """Encrypt new blobs at rest with AES-256-GCM (needs a key; see SECURITY.md)."""
+    encryption_key_env: str = Field("SHIPYARD_ENCRYPTION_KEY", min_length=1)
+    """Environment variable holding the key: base64 of 32 random bytes."""
+    encryption_key_file: Path | None = None
+    """File of base64 keys, one a line: the first encrypts, all decrypt (rotation)."""
 
 
 class RuntimeSettings(_Section):
@@ -66,6 +73,8 @@ class RuntimeSettings(_Section):
     """ONNX Runtime execution providers, in order of preference."""
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime's online graph optimization level."""
+    allowed_op_domains: tuple[str, ...] = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+    """Operator domains a model may use; a model importing any other is refused at load."""
 
 
 class BatchingSettings(_Section):
@@ -124,6 +133,27 @@ class ServerSettings(_Section):
         return self
 
 
+class SecuritySettings(_Section):
+    """API tokens on the REST and gRPC listeners (``shipyard tokens``)."""
+
+    auth: Literal["auto", "on", "off"] = "auto"
+    """``auto``: tokens required unless the public host is loopback; ``off`` logs a warning."""
+    token_db: Path | None = None
+    """The token store; default ``<home>/security.db``."""
+    token_cache_s: float = Field(1.0, ge=0, le=60)
+    """How long a verified token is trusted without a database look-up (revocation delay)."""
+    fail_burst: int = Field(10, ge=1)
+    """Failed authentications one client address may make before 429."""
+    fail_refill_per_s: float = Field(1.0, gt=0)
+    """Rate at which a client's failure budget refills."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) for REST and gRPC; with ``tls_key`` turns TLS on."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+
+
 class MonitoringSettings(_Section):
     """Production monitoring: the prediction log and ground-truth feedback."""
 
@@ -148,6 +178,13 @@ class MonitoringSettings(_Section):
     """Segments older than this are deleted."""
     max_bytes: int = Field(1024**3, ge=1024)
     """Total size of segments kept; the oldest go first."""
+    # live quality and alerts
+    quality_windows: list[str] = ["5m", "1h", "last_1000"]
+    """Sliding windows for live quality: '<n><s|m|h|d>' by time or 'last_<N>' by count."""
+    quality_capacity: int = Field(100_000, ge=1)
+    """Labelled rows kept per model version for live quality (a ring buffer)."""
+    alerts_file: Path | None = None
+    """TOML file of alert rules and webhooks (see shipyard.monitoring.alerts); none: off."""
 
 
 class LoggingSettings(_Section):
@@ -183,6 +220,8 @@ class Settings(BaseSettings):
     """Server listeners and limits."""
     logging: LoggingSettings = LoggingSettings()
     """Log output."""
+    security: SecuritySettings = SecuritySettings()
+    """API tokens and authentication."""
     monitoring: MonitoringSettings = MonitoringSettings()
     """Prediction log, feedback and live quality."""
 

@@ -6,13 +6,13 @@ Imports: stdlib only. This module is the leaf of the layering.
 ShipyardError
 ├── ConfigError ─ MissingDependency
 ├── NotFoundError ─ ModelNotFound, VersionNotFound, AliasNotFound, DataNotFound
-├── ConflictError ─ VersionExists, AliasInUse
+├── ConflictError ─ VersionExists, AliasInUse, OutputExists
 ├── InvalidInputError(ShipyardError, ValueError)
 │     ├── InvalidModelRef, InvalidName, SignatureMismatch, InvalidData, UnsafeArtifact
 ├── ConversionError ─ UnsupportedModel, ParityCheckFailed
 ├── IntegrityError ─ ArtifactCorrupted
 ├── RuntimeLoadError, InferenceError, ModelNotReady
-├── CapacityExceeded (memory budget)
+├── CapacityExceeded (memory budget), SloNotMet (shipyard tune)
 └── Overloaded (queue full), DeadlineExceeded, PayloadTooLarge, HeadersTooLarge
 ```
 
@@ -33,8 +33,13 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "ConversionError",
+    "CustomOpNotAllowed",
     "DataNotFound",
     "DeadlineExceeded",
+    "DecryptionFailed",
+    "EncryptionKeyMissing",
+    "FeatureMismatch",
+    "Forbidden",
     "HeadersTooLarge",
     "InferenceError",
     "IntegrityError",
@@ -46,13 +51,17 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "NotFoundError",
+    "OutputExists",
     "Overloaded",
     "ParityCheckFailed",
     "PayloadTooLarge",
+    "RateLimited",
     "RuntimeLoadError",
     "ShipyardError",
     "ShipyardWarning",
     "SignatureMismatch",
+    "SloNotMet",
+    "Unauthenticated",
     "UnsafeArtifact",
     "UnsupportedModel",
     "VersionExists",
@@ -267,3 +276,57 @@ class HeadersTooLarge(InvalidInputError):
     """A request's line and headers exceed the configured size limit."""
 
     code = "headers-too-large"
+
+
+class OutputExists(ConflictError):
+    """An output folder or file already exists and would be overwritten."""
+
+    code = "output-exists"
+
+
+class SloNotMet(ShipyardError):
+    """No measured serving setting met the latency objective (``shipyard tune``)."""
+
+    code = "slo-not-met"
+
+
+class DecryptionFailed(IntegrityError):
+    """An encrypted blob could not be decrypted: wrong key, or the ciphertext was altered."""
+
+    code = "decryption-failed"
+
+
+class EncryptionKeyMissing(ConfigError):
+    """Encrypted data needs a key and none was configured (or the key is malformed)."""
+
+    code = "encryption-key-missing"
+
+
+class CustomOpNotAllowed(UnsafeArtifact):
+    """A model uses an operator domain outside ``runtime.allowed_op_domains``."""
+
+    code = "custom-op-not-allowed"
+
+
+class FeatureMismatch(InvalidData):
+    """Monitoring data does not have the features its reference was built from."""
+
+    code = "feature-mismatch"
+
+
+class Unauthenticated(ShipyardError):
+    """No valid API token (missing, malformed, unknown, expired or revoked): one body for all."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(ShipyardError):
+    """A valid token that lacks the scope the endpoint needs."""
+
+    code = "forbidden"
+
+
+class RateLimited(ShipyardError):
+    """Too many failed authentications from one client; retry after ``details['retry_after_s']``."""
+
+    code = "rate-limited"

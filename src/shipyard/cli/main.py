@@ -52,12 +52,17 @@ def exit_code_for(exc: errors.ShipyardError) -> int:
 
 # name -> (module, attribute, short help); modules are imported on first use only
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "audit": ("shipyard.cli.audit", "audit", "Show the audit log of registry and admin changes."),
     "models": ("shipyard.cli.models", "models", "Register, list and manage model versions."),
+    "optimize": ("shipyard.cli.optimize", "optimize", "Build and gate fp16/int8/pruned variants."),
     "monitor": ("shipyard.cli.monitor", "monitor", "Feed labels; read live quality."),
     "evaluate": ("shipyard.cli.evaluate", "evaluate", "Measure a version's quality on a dataset."),
+    "export": ("shipyard.cli.export", "export", "Export a version (--edge: a bundle for devices)."),
     "predict": ("shipyard.cli.predict", "predict", "Score a whole data file offline."),
     "quickstart": ("shipyard.cli.quickstart", "quickstart", "Run the whole path on tiny models."),
     "serve": ("shipyard.cli.serve", "serve", "Serve models over REST (OIP V2) and gRPC."),
+    "tokens": ("shipyard.cli.tokens", "tokens", "Create, list and revoke API tokens."),
+    "tune": ("shipyard.cli.tune", "tune", "Measure and store the best serving settings."),
 }
 
 

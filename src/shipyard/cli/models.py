@@ -424,3 +424,17 @@ def import_cmd(ctx: click.Context, archive: Path, name: str | None, json_out: bo
         out.emit_json(_version_dict(mv))
         return
     click.echo(f"imported {archive} as {mv.ref}")
+
+
+@models.command("encrypt")
+@json_option
+@click.pass_context
+def encrypt_cmd(ctx: click.Context, json_out: bool) -> None:
+    """Encrypt every plaintext blob at rest (needs SHIPYARD_REGISTRY__ENCRYPT=true and a key)."""
+    from shipyard import api
+
+    count = api.encrypt_registry(settings=_state(ctx).settings())
+    if _json(ctx, json_out):
+        out.emit_json({"encrypted_blobs": count})
+        return
+    click.echo(f"encrypted {count} blob(s)")

@@ -84,6 +84,24 @@ def read_serve_config(path: Path) -> tuple[list[str], dict[str, Any], dict[str, 
     default=None,
     help="A serve config (TOML): models with per-model batching/threads, plus settings.",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="PEM certificate: serve REST and gRPC over TLS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="PEM private key of --tls-cert.",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="PEM CA: require client certificates it signed (mutual TLS).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -93,6 +111,9 @@ def serve(
     grpc_port: int | None,
     management_port: int | None,
     config_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
 ) -> None:
     """Serve REFs (NAME, NAME:VERSION or NAME@ALIAS) until Ctrl-C or SIGTERM.
 
@@ -112,6 +133,11 @@ def serve(
         all_refs += [r for r in file_refs if r not in all_refs]
         if overrides:
             settings = with_overrides(settings, overrides)
+    tls = {"tls_cert": tls_cert, "tls_key": tls_key, "tls_client_ca": tls_client_ca}
+    if any(v is not None for v in tls.values()):
+        settings = with_overrides(
+            settings, {"security": {k: str(v) for k, v in tls.items() if v is not None}}
+        )
     level = "DEBUG" if state.verbose > 1 else "INFO"
     configure_logging(settings.logging.model_copy(update={"level": level}))
     run(

@@ -194,6 +194,31 @@ class ServerMetrics:
             ["model", "version"],
             registry=r,
         )
+        # live quality and alerts
+        self.live_quality = Gauge(
+            "shipyard_live_quality",
+            "Live quality of a model version over a sliding window (NaN: undefined).",
+            ["model", "version", "metric", "window"],
+            registry=r,
+        )
+        self.live_quality_rows = Gauge(
+            "shipyard_live_quality_rows",
+            "Labelled rows in a live-quality window.",
+            ["model", "version", "window"],
+            registry=r,
+        )
+        self.alerts_firing = Gauge(
+            "shipyard_alerts_firing",
+            "1 while an alert rule fires for a model version.",
+            ["rule", "model", "version", "severity"],
+            registry=r,
+        )
+        self.alert_webhook_failures = Counter(
+            "shipyard_alert_webhook_failures",
+            "Alert webhook deliveries that failed after every retry.",
+            ["url"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str], ModelMetrics] = {}
 
     def for_model(self, model: str, version: str, protocol: str) -> ModelMetrics:
@@ -213,6 +238,16 @@ class ServerMetrics:
     def error(self, model: str, version: str, protocol: str, code: str) -> None:
         """Count one failed request."""
         self.errors.labels(model, version, protocol, code).inc()
+
+    def update_quality(self, model: str, version: str, snapshot: dict[str, Any]) -> None:
+        """Set ``shipyard_live_quality`` from a :meth:`LiveQuality.snapshot` (None → NaN)."""
+        for window, values in snapshot.get("windows", {}).items():
+            self.live_quality_rows.labels(model, version, window).set(values.get("n", 0))
+            for metric, value in values.items():
+                if metric == "n" or not (value is None or isinstance(value, (int, float))):
+                    continue
+                gauge = self.live_quality.labels(model, version, metric, window)
+                gauge.set(float("nan") if value is None else float(value))
 
     def exposition(self) -> bytes:
         """The text exposition format for ``/metrics``."""

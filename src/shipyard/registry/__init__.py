@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from shipyard.registry._audit import audit_context
 from shipyard.registry.registry import (
     AliasEvent,
+    AuditEvent,
     GcReport,
     MetadataEvent,
     ModelRegistry,
@@ -16,6 +18,7 @@ from shipyard.registry.store import ArtifactStore, LocalArtifactStore
 __all__ = [
     "AliasEvent",
     "ArtifactStore",
+    "AuditEvent",
     "GcReport",
     "LocalArtifactStore",
     "MetadataEvent",
@@ -23,4 +26,5 @@ __all__ = [
     "ModelSummary",
     "ModelVersion",
     "VerifyReport",
+    "audit_context",
 ]

@@ -97,7 +97,7 @@ def _add_file(
     read_artifact: Callable[[ModelVersion, str], bytes],
 ) -> None:
     path = store.local_path(entry.sha256)
-    if path is None:  # pragma: no cover - remote stores come later
+    if path is None:  # an encrypted (or remote) blob: decrypted and re-hashed in memory
         tar.addfile(ti, io.BytesIO(read_artifact(mv, role)))
         return
     try:

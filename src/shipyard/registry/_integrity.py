@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shipyard._utils.fs import sha256_bytes, sha256_file
-from shipyard.errors import ArtifactCorrupted, DataNotFound
+from shipyard.errors import ArtifactCorrupted, DataNotFound, DecryptionFailed
 from shipyard.registry import metadata as md
 from shipyard.registry._types import MISSING, GcReport, ModelVersion, VerifyReport
-from shipyard.registry.store import ArtifactStore
+from shipyard.registry.store import ArtifactStore, LocalArtifactStore
 from shipyard.spec import FileEntry
 
 __all__ = [
@@ -33,7 +33,11 @@ __all__ = [
 
 
 def hash_blob(store: ArtifactStore, sha256: str) -> str:
-    """The blob's actual sha256 (streamed for local stores), or ``"missing"``."""
+    """The blob's actual sha256 (streamed for local plaintext blobs), or why there is none.
+
+    Returns ``"missing"`` for a missing blob and ``"undecryptable"`` for an encrypted one
+    that fails to authenticate (altered); a key that is not configured raises.
+    """
     path = store.local_path(sha256)
     try:
         if path is not None:
@@ -41,6 +45,11 @@ def hash_blob(store: ArtifactStore, sha256: str) -> str:
         return sha256_bytes(store.read_bytes(sha256))
     except (FileNotFoundError, ArtifactCorrupted):
         return MISSING
+    except DecryptionFailed:
+        return UNDECRYPTABLE
+
+
+UNDECRYPTABLE = "undecryptable"
 
 
 def corrupted(mv: ModelVersion, role: str, expected: str, got: str) -> ArtifactCorrupted:
@@ -74,10 +83,11 @@ def verified_bytes(store: ArtifactStore, mv: ModelVersion, role: str, entry: Fil
 def verified_path(store: ArtifactStore, mv: ModelVersion, role: str, entry: FileEntry) -> Path:
     """The store path of ``mv``'s file ``role``, re-hashed against ``entry`` first."""
     path = store.local_path(entry.sha256)
-    if path is None:  # pragma: no cover - remote stores come later
+    if path is None:
         raise DataNotFound(
-            f"The store of {mv.ref} must keep local files for a path. It does not.",
-            hint="Use read_artifact instead.",
+            f"File {role!r} of {mv.ref} must be a local plaintext file to have a path. "
+            "It is not (the store is remote or encrypts at rest).",
+            hint="Use read_artifact (bytes in memory) instead.",
         )
     got = hash_blob(store, entry.sha256)
     if got != entry.sha256:
@@ -128,7 +138,7 @@ def sweep(store: ArtifactStore, keep: set[str], report: GcReport, *, grace_s: fl
     for sha in list(store.iter_hashes()):
         if sha in keep:
             continue
-        path = store.local_path(sha)
+        path = store.blob_file(sha) if isinstance(store, LocalArtifactStore) else None
         size = 0
         if path is not None:
             try:

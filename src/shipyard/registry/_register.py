@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from shipyard._utils import faults
 from shipyard.errors import ConflictError, DataNotFound, InvalidData, InvalidInputError
-from shipyard.registry import _sql
+from shipyard.registry import _audit, _sql
 from shipyard.registry import manifest as mf
 from shipyard.registry import metadata as md
 from shipyard.registry._types import (
@@ -53,6 +53,7 @@ def register_version(
     tags: Mapping[str, str] | None,
     serving: Mapping[str, Any] | None = None,
     filenames: Mapping[str, str] | None = None,
+    action: str = "register",
 ) -> int:
     """Check the inputs, write the blobs, then commit the version; returns its number.
 
@@ -90,7 +91,7 @@ def register_version(
     for attempt in range(_REGISTER_ATTEMPTS):
         try:
             return _commit_version(
-                engine, store, name, new, files, entries, move_default, who, meta
+                engine, store, name, new, files, entries, move_default, who, meta, action
             )
         except SAIntegrityError:
             # another writer took the number (backends without BEGIN IMMEDIATE)
@@ -114,6 +115,7 @@ def _commit_version(
     move_default: bool,
     actor: str,
     meta: dict[str, Any],
+    action: str = "register",
 ) -> int:
     now = md.now_iso()
     with _sql.writing(engine) as conn:
@@ -144,6 +146,16 @@ def _commit_version(
         manifest_sha, _ = store.put_bytes(mf.to_json(manifest))
         _sql.insert_version(
             conn, mid, version, manifest_sha, entries, now=now, actor=actor, meta=meta
+        )
+        _audit.record(
+            conn,
+            action,
+            f"{name}:{version}",
+            actor,
+            {
+                "manifest_sha256": manifest_sha,
+                "files": {role: e.sha256 for role, e in sorted(entries.items())},
+            },
         )
         if move_default:
             _sql.move_alias(conn, mid, DEFAULT_ALIAS, version, actor, "register")

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from shipyard.errors import AliasNotFound, ConflictError, ModelNotFound, VersionNotFound
+from shipyard.registry import _audit
 from shipyard.registry import metadata as md
 from shipyard.registry._types import (
     AliasEvent,
@@ -310,6 +311,8 @@ def move_alias(
         )
     )
     conn.execute(md.models.update().where(md.models.c.id == mid).values(updated_at=now))
+    name = conn.execute(sa.select(md.models.c.name).where(md.models.c.id == mid)).scalar()
+    _audit.record(conn, f"alias.{reason}", f"{name}@{alias}", actor, {"old": old, "new": version})
 
 
 def rollback_target(conn: Connection, mid: int, name: str, alias: str) -> int:
@@ -399,6 +402,10 @@ def apply_metadata(
     if values:
         conn.execute(
             md.versions.update().where(v.model_id == mid, v.version == version).values(**values)
+        )
+        name = conn.execute(sa.select(md.models.c.name).where(md.models.c.id == mid)).scalar()
+        _audit.record(
+            conn, "metadata.update", f"{name}:{version}", actor, {"fields": sorted(values)}
         )
 
 

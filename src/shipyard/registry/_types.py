@@ -42,6 +42,10 @@ Ref = str | ModelRef
 def resolve_actor(actor: str | None) -> str:
     if actor:
         return actor
+    from shipyard.registry._audit import context_actor
+
+    if ctx := context_actor():
+        return ctx
     try:
         return getpass.getuser() or "unknown"
     except Exception:  # pragma: no cover - no user database (KeyError, OSError, ...)

@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "alias_history",
     "aliases",
+    "audit_events",
     "create_engine",
     "metadata",
     "metadata_events",
@@ -42,7 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -126,6 +127,31 @@ metadata_events = sa.Table(
 )
 
 
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(40), nullable=False, index=True),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("source", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(256), nullable=False),
+    sa.Column("details", sa.JSON, nullable=False, default=dict),
+)
+"""Append-only: written in the same transaction as the change it records; on SQLite,
+triggers refuse UPDATE and DELETE of its rows."""
+
+for _verb in ("UPDATE", "DELETE"):
+    event.listen(
+        audit_events,
+        "after_create",
+        sa.DDL(  # type: ignore[no-untyped-call]
+            f"CREATE TRIGGER audit_events_no_{_verb.lower()} BEFORE {_verb} ON audit_events "
+            "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"
+        ).execute_if(dialect="sqlite"),
+    )
+
+
 def now_iso() -> str:
     """Now, UTC, ISO 8601 with microseconds (sorts as text)."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -199,7 +225,11 @@ def _set_wal(cur: Any, busy_timeout_s: float) -> None:
 #: schema version N -> the function that upgrades a version-N database to N + 1. An empty
 #: database is created at SCHEMA_VERSION directly (``metadata.create_all``), so these
 #: steps only ever run on databases written by an older shipyard.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _add_audit_events(conn: Connection) -> None:
+    audit_events.create(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_audit_events}
 
 
 def read_schema_version(conn: Connection) -> int:

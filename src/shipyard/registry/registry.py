@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
 
+from shipyard._utils.crypto import key_provider_from
 from shipyard._utils.fs import sha256_bytes
 from shipyard.config import Settings
 from shipyard.errors import (
@@ -36,9 +38,10 @@ from shipyard.errors import (
     DataNotFound,
     InvalidInputError,
 )
-from shipyard.registry import _archive, _sql
+from shipyard.registry import _archive, _audit, _sql
 from shipyard.registry import manifest as mf
 from shipyard.registry import metadata as md
+from shipyard.registry._audit import AuditEvent
 from shipyard.registry._integrity import (
     check_blobs,
     referenced,
@@ -73,6 +76,7 @@ from shipyard.spec import (
 
 __all__ = [
     "AliasEvent",
+    "AuditEvent",
     "GcReport",
     "MetadataEvent",
     "ModelRegistry",
@@ -82,6 +86,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _open_store(settings: Settings) -> LocalArtifactStore:
+    """The artifact store with the keys that settings name (see ``_utils.crypto``)."""
+    reg = settings.registry
+    keys = key_provider_from(reg.encryption_key_env, reg.encryption_key_file)
+    return LocalArtifactStore(settings.store_path, keys=keys, encrypt=reg.encrypt)
 
 
 class ModelRegistry:
@@ -132,7 +143,12 @@ class ModelRegistry:
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, LocalArtifactStore(settings.store_path), location=str(settings.home))
+        try:
+            store = _open_store(settings)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, store, location=str(settings.home))
 
     def close(self) -> None:
         """Release database connections."""
@@ -388,6 +404,7 @@ class ModelRegistry:
             for alias in holding:
                 _sql.move_alias(conn, mid, alias, None, who, "delete")
             _sql.delete_version(conn, mid, version)
+            _audit.record(conn, "delete", f"{name}:{version}", who, {"force": force})
         logger.info("Deleted %s:%d", name, version)
 
     def update_metadata(
@@ -520,11 +537,75 @@ class ModelRegistry:
         report = GcReport(dry_run=dry_run)
         with _sql.reading(self.engine) if dry_run else _sql.writing(self.engine) as conn:
             sweep(self.store, set(referenced(conn)), report, grace_s=grace_s)
+            if not dry_run:
+                _audit.record(
+                    conn,
+                    "gc",
+                    "registry",
+                    resolve_actor(None),
+                    {"removed": len(report.removed), "freed_bytes": report.freed_bytes},
+                )
         if isinstance(self.store, LocalArtifactStore):
             report.stale_tmp = len(self.store.stale_tmp()) if dry_run else self.store.clean_tmp()
         if not dry_run and report.removed:
             logger.info("gc removed %d blob(s), %d bytes", len(report.removed), report.freed_bytes)
         return report
+
+    # ---- audit and encryption -----------------------------------------------------------
+
+    def audit_log(
+        self,
+        *,
+        target: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """Audit entries, oldest first.
+
+        Args:
+            target: Only entries about this model (``name``, ``name:3`` or ``name@alias``).
+            action: Only this action (``register``, ``alias.promote``, ``delete``, ...).
+            since: Only entries at or after this time (timezone-aware).
+            limit: Only the latest ``limit`` entries.
+        """
+        with _sql.reading(self.engine) as conn:
+            return _audit.events(conn, target=target, action=action, since=since, limit=limit)
+
+    def record_audit(
+        self,
+        action: str,
+        target: str,
+        *,
+        actor: str | None = None,
+        source: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append an audit entry for something outside the registry (an admin API call).
+
+        Args:
+            action: What, e.g. ``server.load``.
+            target: On what, e.g. ``iris:3``.
+            actor: Who (a token's name, never the token); the OS user if None.
+            source: From where (client address); the audit context's or ``local:<host>``.
+            details: Names and numbers only; never secrets.
+        """
+        with _sql.writing(self.engine) as conn:
+            _audit.record(conn, action, target, resolve_actor(actor), details or {}, source=source)
+
+    def encrypt_blobs(self) -> int:
+        """Rewrite every plaintext blob encrypted (the store must encrypt); returns how many.
+
+        Raises:
+            EncryptionKeyMissing: encryption is not on for this registry.
+        """
+        if not isinstance(self.store, LocalArtifactStore):  # pragma: no cover - remote later
+            raise InvalidInputError("Only a local store can be encrypted in place.")
+        with _sql.writing(self.engine) as conn:  # under the write lock: no gc meanwhile
+            count = self.store.encrypt_existing()
+            _audit.record(conn, "encrypt", "registry", resolve_actor(None), {"blobs": count})
+        logger.info("Encrypted %d blob(s) at rest", count)
+        return count
 
     # ---- export / import ----------------------------------------------------------------
 
@@ -605,6 +686,7 @@ class ModelRegistry:
                 tags=archive.tags,
                 serving=archive.meta.get("serving") or None,
                 filenames={role: e.filename for role, e in archive.manifest.files.items()},
+                action="import",
             )
             mv = self._registered(name or archive.manifest.name, version)
         logger.info("Imported %s from %s as %s", archive.manifest.ref, path, mv.ref)

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.config import RuntimeSettings
 from shipyard.errors import (
+    CustomOpNotAllowed,
     InferenceError,
     ModelNotReady,
     RuntimeLoadError,
     ShipyardWarning,
+    UnsafeArtifact,
 )
 from shipyard.runtime._validation import InputChecker
 from shipyard.runtime.base import RuntimeState
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
     from shipyard.spec import ModelManifest, Tensors
 
-__all__ = ["OnnxRuntime"]
+__all__ = ["OnnxRuntime", "check_model_safety"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,61 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
         obj for obj in vars(state).values() if isinstance(obj, type) and issubclass(obj, Exception)
     ]
     return (*found, RuntimeError)
+
+
+def check_model_safety(model: bytes, allowed: Sequence[str], where: str) -> None:
+    """Refuse a model that needs outside code or outside files before ONNX Runtime sees it.
+
+    - An operator domain outside ``allowed`` means a custom-op library would run native
+      code; shipyard registers none, so such models are refused with a clear error.
+    - A tensor stored as external data would make ONNX Runtime open a file named inside
+      the model (relative to the working directory when loading from bytes, or an absolute
+      path): registered artifacts are self-contained (converters inline external data),
+      so any external reference is refused.
+
+    Raises:
+        CustomOpNotAllowed: a domain (of the model or of a local function) is not allowed.
+        UnsafeArtifact: a tensor points at external data.
+        RuntimeLoadError: the bytes are not an ONNX model.
+    """
+    import onnx
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(model)
+    except Exception as exc:  # protobuf's DecodeError, without importing protobuf's internals
+        raise RuntimeLoadError(
+            f"{where} must be a serialized ONNX model. It could not be parsed: {exc}"
+        ) from exc
+    used = {op.domain for op in proto.opset_import}
+    for fn in proto.functions:
+        used.update(op.domain for op in fn.opset_import)
+    # a model-local function's domain is defined by the model itself out of ONNX ops
+    # (torch's exporter emits these): no external code implements it
+    local = {fn.domain for fn in proto.functions}
+    refused = sorted(used - local - set(allowed))
+    external = [t.name for t in proto.graph.initializer if t.data_location == t.EXTERNAL]
+    external += [
+        node.name or node.op_type
+        for node in proto.graph.node
+        for attr in node.attribute
+        if attr.HasField("t") and attr.t.data_location == attr.t.EXTERNAL
+    ]
+    if external:
+        raise UnsafeArtifact(
+            f"Model {where} must be self-contained to be loaded. Got tensors with external "
+            f"data instead: {external[:5]}.",
+            hint="Register the model through `shipyard models register`, which inlines "
+            "external data that stays inside the model's folder.",
+        )
+    if refused:
+        raise CustomOpNotAllowed(
+            f"Model {where} must use only operator domains {sorted(allowed)}. "
+            f"Got {refused} instead.",
+            hint="Add the domain to SHIPYARD_RUNTIME__ALLOWED_OP_DOMAINS only if you "
+            "trust the custom-op library that implements it.",
+            details={"domains": refused},
+        )
 
 
 class OnnxRuntime:
@@ -143,6 +200,8 @@ class OnnxRuntime:
         Raises:
             RuntimeLoadError: the file is missing, ONNX Runtime refuses the model, or the
                 model's inputs do not match the manifest's signature.
+            CustomOpNotAllowed: the model uses an operator domain that is not allowed.
+            UnsafeArtifact: the model points at external data files.
         """
         import onnxruntime as ort
 
@@ -153,6 +212,12 @@ class OnnxRuntime:
             if not isinstance(model, bytes) and not Path(model).is_file():
                 self._state = RuntimeState.FAILED
                 raise RuntimeLoadError(f"Model file {str(model)!r} must exist. It was not found.")
+            try:
+                raw = model if isinstance(model, bytes) else Path(model).read_bytes()
+                check_model_safety(raw, self.settings.allowed_op_domains, manifest.ref)
+            except (UnsafeArtifact, RuntimeLoadError):
+                self._state = RuntimeState.FAILED
+                raise
             errors = _ort_errors()
             try:
                 session = ort.InferenceSession(

@@ -25,6 +25,7 @@ from shipyard.errors import (
     ModelNotReady,
     RuntimeLoadError,
     ShipyardError,
+    UnsafeArtifact,
 )
 from shipyard.spec import DType, ModelManifest, ModelRef
 
@@ -167,7 +168,7 @@ class ModelPool:
         try:
             runtime.load(data, mv.manifest)
             runtime.predict(warmup_inputs(mv.manifest))
-        except (ArtifactCorrupted, RuntimeLoadError):
+        except (ArtifactCorrupted, RuntimeLoadError, UnsafeArtifact):
             runtime.unload()
             raise
         except ShipyardError as exc:

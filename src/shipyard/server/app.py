@@ -12,6 +12,7 @@ Imports: L0-L4, starlette.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -31,6 +32,7 @@ from shipyard.errors import ModelNotFound, PayloadTooLarge, ShipyardError
 from shipyard.logs import request_id_var, trace_id_from_traceparent, trace_id_var
 from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
+from shipyard.server._auth import AuthMiddleware, auth_enabled, make_authenticator
 from shipyard.server._json import loads
 from shipyard.server.dataplane import DataPlane
 from shipyard.server.errors import error_body
@@ -296,14 +298,34 @@ def _management_routes(dataplane: DataPlane) -> list[Route]:
         rows = [r for r in dataplane.index() if not only_ready or r["state"] == "READY"]
         return _json(200, rows)
 
-    async def load(request: Request) -> Response:
+    async def audited(request: Request, action: str, call: Any) -> Response:
+        # who/what/when/where of every admin call, in the registry's audit log; the actor
+        # is what the auth layer put in scope["shipyard.actor"] (a token's name, never it)
         name = request.path_params["name"]
-        await dataplane.load(name)
+        client = request.client
+        details: dict[str, Any] = {"ok": False}
+        try:
+            await call(name)
+            details["ok"] = True
+        except ShipyardError as exc:
+            details["code"] = exc.code
+            raise
+        finally:
+            await asyncio.to_thread(
+                dataplane.pool.registry.record_audit,
+                action,
+                name,
+                actor=str(request.scope.get("shipyard.actor") or "anonymous"),
+                source=f"{client.host}:{client.port}" if client else "unknown",
+                details=details,
+            )
         return _json(200, {})
 
+    async def load(request: Request) -> Response:
+        return await audited(request, "server.load", dataplane.load)
+
     async def unload(request: Request) -> Response:
-        await dataplane.unload(request.path_params["name"])
-        return _json(200, {})
+        return await audited(request, "server.unload", dataplane.unload)
 
     return [
         Route("/v2/repository/index", index, methods=["POST"]),
@@ -337,15 +359,21 @@ def _starlette(routes: list[Route], dataplane: DataPlane | None = None) -> Starl
     )
 
 
-def create_app(dataplane: DataPlane, settings: Settings) -> InferenceApp:
+def create_app(dataplane: DataPlane, settings: Settings) -> ASGIApp:
     """The public ASGI app: V2 REST inference, health, metadata, metrics.
 
     Embed it in an existing ASGI app, or serve it with ``shipyard serve``. The caller owns
     the dataplane's lifecycle (``await dataplane.start(refs)`` / ``aclose()``).
     """
-    return InferenceApp(dataplane, settings.server, _starlette(_routes(dataplane)))
+    app = InferenceApp(dataplane, settings.server, _starlette(_routes(dataplane)))
+    if not auth_enabled(settings):
+        return app
+    return AuthMiddleware(app, make_authenticator(settings), management=False)
 
 
-def create_management_app(dataplane: DataPlane, settings: Settings) -> Starlette:
+def create_management_app(dataplane: DataPlane, settings: Settings) -> ASGIApp:
     """The management ASGI app: repository index, load, unload (bind it to loopback)."""
-    return _starlette(_management_routes(dataplane) + _routes(dataplane))
+    app = _starlette(_management_routes(dataplane) + _routes(dataplane))
+    if not auth_enabled(settings):
+        return app
+    return AuthMiddleware(app, make_authenticator(settings), management=True)

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 #: Error class → HTTP status; the most specific class in the MRO wins.
 HTTP_STATUS: dict[type[errors.ShipyardError], HTTPStatus] = {
+    errors.Unauthenticated: HTTPStatus.UNAUTHORIZED,
+    errors.Forbidden: HTTPStatus.FORBIDDEN,
+    errors.RateLimited: HTTPStatus.TOO_MANY_REQUESTS,
     errors.NotFoundError: HTTPStatus.NOT_FOUND,
     errors.ConflictError: HTTPStatus.CONFLICT,
     errors.PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

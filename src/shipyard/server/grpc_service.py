@@ -260,22 +260,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             "binds to loopback. Use the management REST port.",
         )
 
+    async def _audited(self, action: str, name: str, context: Any, call: Any) -> None:
+        """Run an admin call, and append who/what/when/where to the registry's audit log."""
+        details: dict[str, Any] = {"ok": False}
+        try:
+            await call(name)
+            details["ok"] = True
+        except ShipyardError as exc:
+            details["code"] = exc.code
+            await self._abort(context, exc)
+        finally:
+            peer = getattr(context, "peer", None)
+            await asyncio.to_thread(
+                self.dataplane.pool.registry.record_audit,
+                action,
+                name,
+                actor="anonymous",
+                source=f"grpc:{peer() if peer else 'unknown'}",
+                details=details,
+            )
+
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         if not self.allow_management:
             await self._refuse_management(context)
-        try:
-            await self.dataplane.load(request.model_name)
-        except ShipyardError as exc:
-            await self._abort(context, exc)
+        await self._audited("server.load", request.model_name, context, self.dataplane.load)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         if not self.allow_management:
             await self._refuse_management(context)
-        try:
-            await self.dataplane.unload(request.model_name)
-        except ShipyardError as exc:
-            await self._abort(context, exc)
+        await self._audited("server.unload", request.model_name, context, self.dataplane.unload)
         return pb.RepositoryModelUnloadResponse()
 
 
@@ -300,6 +314,9 @@ class _LoopContext:
 
     def time_remaining(self) -> float | None:
         return self._ctx.time_remaining()  # type: ignore[no-any-return]
+
+    def peer(self) -> str:
+        return str(self._ctx.peer())
 
 
 _RPCS = (
@@ -356,6 +373,30 @@ class GrpcServer:
         await asyncio.get_running_loop().run_in_executor(None, done.wait)
 
 
+def _add_port(server: Any, address: str, settings: Settings) -> int:
+    """Bind plain or TLS (mutual when ``security.tls_client_ca`` is set)."""
+    sec = settings.security
+    if sec.tls_cert is None or sec.tls_key is None:
+        return int(server.add_insecure_port(address))
+    ca = sec.tls_client_ca.read_bytes() if sec.tls_client_ca is not None else None
+    creds = grpc.ssl_server_credentials(
+        [(sec.tls_key.read_bytes(), sec.tls_cert.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+    return int(server.add_secure_port(address, creds))
+
+
+def _auth_interceptors(settings: Settings) -> list[Any]:
+    """The token interceptor when auth is on (none at all when it is off: zero cost)."""
+    from shipyard.server._auth import auth_enabled, make_authenticator
+    from shipyard.server._grpc_auth import AuthInterceptor
+
+    if not auth_enabled(settings):
+        return []
+    return [AuthInterceptor(make_authenticator(settings))]
+
+
 async def start_grpc_server(dataplane: DataPlane, settings: Settings) -> GrpcServer:
     """Start the gRPC listener on ``settings.server.host:grpc_port``.
 
@@ -373,10 +414,11 @@ async def start_grpc_server(dataplane: DataPlane, settings: Settings) -> GrpcSer
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+        interceptors=_auth_interceptors(settings),
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         _on_loop(InferenceServicer(dataplane, settings), asyncio.get_running_loop()), server
     )
-    port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+    port = _add_port(server, f"{s.host}:{s.grpc_port}", settings)
     server.start()
     return GrpcServer(server, port)

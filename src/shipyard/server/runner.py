@@ -58,7 +58,21 @@ def _uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvico
         timeout_graceful_shutdown=int(settings.server.drain_timeout_s) or None,
         timeout_keep_alive=30,
         h11_max_incomplete_event_size=64 * 1024,
+        **_tls_kwargs(settings),
     )
+
+
+def _tls_kwargs(settings: Settings) -> dict[str, Any]:
+    """The uvicorn TLS arguments from ``settings.security`` (empty when TLS is off)."""
+    sec = settings.security
+    if sec.tls_cert is None or sec.tls_key is None:
+        return {}
+    import ssl
+
+    out: dict[str, Any] = {"ssl_certfile": str(sec.tls_cert), "ssl_keyfile": str(sec.tls_key)}
+    if sec.tls_client_ca is not None:
+        out.update(ssl_ca_certs=str(sec.tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return out
 
 
 def _start_prediction_log(
@@ -203,10 +217,16 @@ class BackgroundServer:
     """
 
     def __init__(
-        self, refs: Sequence[str], settings: Settings, *, start_timeout_s: float = 60.0
+        self,
+        refs: Sequence[str],
+        settings: Settings,
+        *,
+        start_timeout_s: float = 60.0,
+        model_settings: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.refs = list(refs)
         self.settings = settings
+        self.model_settings = model_settings
         self.start_timeout_s = start_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -236,7 +256,11 @@ class BackgroundServer:
             waiter.add_done_callback(lambda _: ready.set())
             try:
                 await serve_async(
-                    self.refs, self.settings, ready_event=started, stop_event=self._stop
+                    self.refs,
+                    self.settings,
+                    ready_event=started,
+                    stop_event=self._stop,
+                    model_settings=self.model_settings,
                 )
             except BaseException as exc:  # surfaced to the starting thread
                 self._error = exc

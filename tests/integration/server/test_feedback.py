@@ -147,3 +147,44 @@ def test_cli_feedback_from_a_late_labels_file_and_status(
     bad.write_text("id,label\n1,2\n")
     assert main(["monitor", "feedback", "iris", "--file", str(bad)]) != 0
     assert "must have a 'label' column and a 'request_id' or 'key'" in capsys.readouterr().err
+
+
+def test_monitoring_report_renders_its_plots_offline(iris: RunningServer, tmp_path: Path) -> None:
+    """The HTML report in headless Chromium: plots with their points, no request, no error."""
+    from sklearn.datasets import load_iris
+
+    from shipyard.api import monitor_report
+    from tests.browser import load_page
+
+    x, y = load_iris(return_X_y=True)
+    order = np.random.default_rng(1).permutation(len(x))[:60]  # all three classes
+    x, y = x[order], y[order]
+    with httpx.Client(base_url=iris.http) as c:
+        for i in range(0, 60, 3):
+            _infer(c, x[i : i + 3].astype(np.float32), f"rep-{i}")
+        labels = [
+            {"request_id": f"rep-{i - i % 3}", "row": i % 3, "label": int(y[i])} for i in range(60)
+        ]
+        assert c.post("/v2/models/iris/feedback", json=labels).json()["accepted"] == 60
+    out = tmp_path / "report.html"
+    shown = monitor_report("iris", out, settings=iris.settings)
+    assert shown["requests"] == 20 and shown["labelled"] == 60
+    count = "document.querySelectorAll('#{} .point').length"
+    page = load_page(
+        out,
+        expressions={
+            "quality": count.format("plot-quality"),
+            "traffic": count.format("plot-traffic"),
+            "latency": count.format("plot-latency"),
+            "cells": count.format("plot-confusion"),
+            "cm_total": "[...document.querySelectorAll('#plot-confusion .point')]"
+            ".reduce((s, e) => s + Number(e.dataset.value), 0)",
+            "f1_bars": count.format("plot-f1"),
+        },
+    )
+    assert page.requests == [] and page.console_errors == []
+    assert page.values["quality"] >= 1 and page.values["traffic"] >= 1
+    assert page.values["latency"] >= 2  # p50 and p99 of at least one bucket
+    assert page.values["cells"] == 9 and page.values["cm_total"] == 60
+    assert page.values["f1_bars"] == 3
+    assert not page.screenshot_blank()

@@ -33,21 +33,22 @@ def test_schema_version_is_recorded_and_newer_databases_are_refused(
 def test_migrations_run_from_an_older_schema_at_open(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ModelRegistry.open(settings).close()  # a database at schema 1, as an old shipyard left it
+    ModelRegistry.open(settings).close()  # a database at schema n, as an old shipyard left it
     calls: list[int] = []
+    n = md.SCHEMA_VERSION
 
     def step(conn: sa.engine.Connection) -> None:
         calls.append(1)
         conn.execute(sa.text("CREATE TABLE extra_v2 (id INTEGER)"))
 
-    monkeypatch.setitem(md.MIGRATIONS, 1, step)
+    monkeypatch.setitem(md.MIGRATIONS, n, step)
     engine = md.create_engine(settings.metadata_url)
     try:
-        assert md.migrate(engine, target=2) == 2
-        assert md.migrate(engine, target=2) == 2  # applied once, recorded
+        assert md.migrate(engine, target=n + 1) == n + 1
+        assert md.migrate(engine, target=n + 1) == n + 1  # applied once, recorded
         assert calls == [1]
         with engine.connect() as conn:
-            assert md.read_schema_version(conn) == 2
+            assert md.read_schema_version(conn) == n + 1
             assert sa.inspect(conn).has_table("extra_v2")
     finally:
         engine.dispose()
