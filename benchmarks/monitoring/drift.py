@@ -18,8 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,46 +27,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def host_info() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "loadavg_before": os.getloadavg(),
-    }
-
-
-def versions() -> dict[str, str]:
-    import scipy
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-    }
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _provenance import git_sha, host_info, versions  # noqa: E402
 
 
 def make_data(rows: int, ref_rows: int, features: int, seed: int) -> tuple[Any, Any]:
@@ -95,7 +56,7 @@ def main() -> None:
 
     ref, cur = make_data(args.rows, args.ref_rows, args.features, args.seed)
     names = [f"f{i}" for i in range(args.features)]
-    host = host_info()
+    host = {**host_info(), "loadavg_before": os.getloadavg()}
 
     t0 = time.perf_counter()
     reference = Reference.build(ref, feature_names=names)
@@ -124,7 +85,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(),
         "host": host,
-        "versions": versions(),
+        "versions": versions("scipy"),
         "parameters": vars(args) | {"out": str(args.out), "dtype": "float64"},
         "seconds": {
             "shipyard_reference_build": t_build,
