@@ -23,7 +23,7 @@ from shipyard.errors import DataNotFound, InvalidData
 from shipyard.spec import ModelRef, TaskType
 
 if TYPE_CHECKING:
-    from shipyard.monitoring.feedback import FeedbackResult
+    from shipyard.monitoring.feedback import FeedbackResult, FeedbackStore
     from shipyard.registry import ModelRegistry, ModelVersion
     from shipyard.security import TokenStore
     from shipyard.server.runner import BackgroundServer
@@ -76,6 +76,18 @@ def _registry(registry: ModelRegistry | None, settings: Settings | None) -> Iter
         yield reg
     finally:
         reg.close()
+
+
+@contextlib.contextmanager
+def _feedback_store(settings: Settings) -> Iterator[FeedbackStore]:
+    """The monitoring folder's feedback database, closed on exit."""
+    from shipyard.monitoring.feedback import FeedbackStore
+
+    store = FeedbackStore.open(settings.monitoring_dir)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def load_sample_input(path: str | Path) -> Any:
@@ -454,16 +466,13 @@ def monitor_feedback(
         InvalidData: malformed labels.
         DataNotFound: no such file.
     """
-    from shipyard.monitoring.feedback import FeedbackStore, parse_labels
+    from shipyard.monitoring.feedback import parse_labels
     from shipyard.workflows.monitor import read_labels
 
     settings = settings or load_settings()
     items = read_labels(Path(labels)) if isinstance(labels, str | Path) else list(labels)
-    store = FeedbackStore.open(settings.monitoring_dir)
-    try:
+    with _feedback_store(settings) as store:
         return store.add_labels(model, parse_labels(items))
-    finally:
-        store.close()
 
 
 def monitor_status(
@@ -474,16 +483,11 @@ def monitor_status(
     registry: ModelRegistry | None = None,
 ) -> dict[str, Any]:
     """Logged and labelled rows, live quality and offline metrics, per version of a model."""
-    from shipyard.monitoring.feedback import FeedbackStore
     from shipyard.workflows.monitor import status
 
     settings = settings or load_settings()
-    store = FeedbackStore.open(settings.monitoring_dir)
-    try:
-        with _registry(registry, settings) as reg:
-            return status(reg, store, ref, window)
-    finally:
-        store.close()
+    with _feedback_store(settings) as store, _registry(registry, settings) as reg:
+        return status(reg, store, ref, window)
 
 
 def audit_log(
@@ -525,13 +529,8 @@ def monitor_report(
     registry: ModelRegistry | None = None,
 ) -> dict[str, Any]:
     """Write a self-contained HTML report of a model's monitoring (plots, no network)."""
-    from shipyard.monitoring.feedback import FeedbackStore
     from shipyard.workflows.monitor_report import write_report
 
     settings = settings or load_settings()
-    store = FeedbackStore.open(settings.monitoring_dir)
-    try:
-        with _registry(registry, settings) as reg:
-            return write_report(reg, store, settings.monitoring_dir, ref, Path(out))
-    finally:
-        store.close()
+    with _feedback_store(settings) as store, _registry(registry, settings) as reg:
+        return write_report(reg, store, settings.monitoring_dir, ref, Path(out))

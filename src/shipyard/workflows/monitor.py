@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.errors import DataNotFound, InvalidData
-from shipyard.monitoring.feedback import FeedbackResult, FeedbackStore, parse_labels
+from shipyard.monitoring.feedback import FeedbackStore
 from shipyard.monitoring.joined import quality_for_task
 from shipyard.registry import ModelRegistry
 from shipyard.spec import ModelRef
 
-__all__ = ["feedback_from_file", "read_labels", "status"]
+__all__ = ["read_labels", "status"]
 
 _FORMATS = (".csv", ".jsonl", ".parquet")
 
@@ -68,11 +68,6 @@ def read_labels(path: Path) -> list[dict[str, Any]]:
             if column in row and row[column] is None:
                 del row[column]
     return rows
-
-
-def feedback_from_file(store: FeedbackStore, model: str, path: Path) -> FeedbackResult:
-    """Join the labels of ``path`` to ``model``'s logged predictions."""
-    return store.add_labels(model, parse_labels(read_labels(path)))
 
 
 def status(
