@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from shipyard.monitoring.feedback import LabelledRow
     from shipyard.spec import TaskSchema
 
-__all__ = ["quality_for_task", "quality_of"]
+__all__ = ["quality_for_task", "quality_of", "version_status"]
 
 
 def quality_for_task(task: TaskSchema, rows: Sequence[LabelledRow]) -> dict[str, Any]:
@@ -34,6 +34,29 @@ def _scalar(value: Any) -> Any:
     while isinstance(value, list) and len(value) == 1:
         value = value[0]
     return value
+
+
+def version_status(
+    task: TaskSchema,
+    counts: dict[str, int],
+    rows: Sequence[LabelledRow],
+    offline: dict[str, Any],
+    window: int,
+) -> dict[str, Any]:
+    """One version's monitoring status, as the endpoint and ``monitor status`` both answer.
+
+    Rows logged and labelled, live quality over every labelled row and over the last
+    ``window``, beside the version's offline metrics.
+    """
+    return {
+        "logged": counts.get("predictions", 0),
+        "labelled": counts.get("labels", 0),
+        "live": {
+            "all": quality_for_task(task, rows),
+            f"last_{window}": quality_for_task(task, rows[-window:]),
+        },
+        "offline": offline,
+    }
 
 
 def quality_of(

@@ -29,7 +29,7 @@ from shipyard.errors import (
     VersionNotFound,
 )
 from shipyard.logs import request_id_var
-from shipyard.monitoring.joined import quality_for_task
+from shipyard.monitoring.joined import version_status
 from shipyard.monitoring.metrics import ModelMetrics, ServerMetrics
 from shipyard.runtime import InputChecker
 from shipyard.spec import ModelRef
@@ -338,15 +338,9 @@ class DataPlane:
             with contextlib.suppress(ShipyardError):
                 mv = await asyncio.to_thread(self.pool.registry.get, f"{base}:{version}")
                 offline = dict(mv.metrics)
-            versions[v] = {
-                "logged": counts.get(v, {}).get("predictions", 0),
-                "labelled": counts.get(v, {}).get("labels", 0),
-                "live": {
-                    "all": quality_for_task(model.manifest.task, rows),
-                    f"last_{window}": quality_for_task(model.manifest.task, rows[-window:]),
-                },
-                "offline": offline,
-            }
+            versions[v] = version_status(
+                model.manifest.task, counts.get(v, {}), rows, offline, window
+            )
         log = self.predlog
         return {
             "model": base,

@@ -13,7 +13,7 @@ from typing import Any
 
 from shipyard.errors import DataNotFound, InvalidData
 from shipyard.monitoring.feedback import FeedbackStore
-from shipyard.monitoring.joined import quality_for_task
+from shipyard.monitoring.joined import version_status
 from shipyard.registry import ModelRegistry
 from shipyard.spec import ModelRef
 
@@ -89,13 +89,7 @@ def status(
     for mv in versions:
         v = str(mv.version)
         rows = store.labelled(parsed.name, v)
-        out["versions"][v] = {
-            "logged": counts.get(v, {}).get("predictions", 0),
-            "labelled": counts.get(v, {}).get("labels", 0),
-            "live": {
-                "all": quality_for_task(mv.manifest.task, rows),
-                f"last_{window}": quality_for_task(mv.manifest.task, rows[-window:]),
-            },
-            "offline": dict(mv.metrics),
-        }
+        out["versions"][v] = version_status(
+            mv.manifest.task, counts.get(v, {}), rows, dict(mv.metrics), window
+        )
     return out
