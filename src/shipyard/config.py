@@ -109,6 +109,9 @@ class ServerSettings(_Section):
     """Largest request body accepted (413 past it)."""
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     """Largest request line plus headers accepted (431 past it, before they are buffered)."""
+    client_timeout_s: float = Field(10.0, gt=0)
+    """Longest a client may take to send its request line and headers, or stay silent in
+    the middle of a body (408 past it): slow clients (slowloris) cannot hold connections."""
     max_json_depth: int = Field(32, ge=2)
     """Deepest JSON nesting accepted in a request body."""
     max_bytes_element_bytes: int = Field(16 * 1024 * 1024, ge=1)

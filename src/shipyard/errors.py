@@ -13,7 +13,8 @@ ShipyardError
 ├── IntegrityError ─ ArtifactCorrupted
 ├── RuntimeLoadError, InferenceError, ModelNotReady
 ├── CapacityExceeded (memory budget), SloNotMet (shipyard tune)
-└── Overloaded (queue full), DeadlineExceeded, PayloadTooLarge, HeadersTooLarge
+└── Overloaded (queue full), DeadlineExceeded, PayloadTooLarge, HeadersTooLarge,
+    MalformedRequest, RequestTimeout
 ```
 
 Every class has a stable kebab-case ``code`` (a reference users can search for) and an
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidModelRef",
     "InvalidName",
+    "MalformedRequest",
     "MissingDependency",
     "ModelNotFound",
     "ModelNotReady",
@@ -56,6 +58,7 @@ __all__ = [
     "ParityCheckFailed",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestTimeout",
     "RuntimeLoadError",
     "ShipyardError",
     "ShipyardWarning",
@@ -276,6 +279,18 @@ class HeadersTooLarge(InvalidInputError):
     """A request's line and headers exceed the configured size limit."""
 
     code = "headers-too-large"
+
+
+class MalformedRequest(InvalidInputError):
+    """An HTTP request the parser refuses (bad framing, smuggling shapes, obs-fold)."""
+
+    code = "malformed-request"
+
+
+class RequestTimeout(InvalidInputError):
+    """A client sent its headers, or a gap in its body, slower than the server waits."""
+
+    code = "request-timeout"
 
 
 class OutputExists(ConflictError):

@@ -44,6 +44,7 @@ __all__ = [
 MANIFEST_SCHEMA_VERSION = 1
 DEFAULT_ALIAS = "default"
 
+_MAX_VERSION = 2**63 - 1  # the largest integer SQLite stores
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 NAME_MAX_LEN = 64
 
@@ -113,10 +114,15 @@ class ModelRef:
             )
         if ":" in text:
             name, _, ver = text.partition(":")
-            if not ver.isdigit() or int(ver) < 1:
+            # ASCII digits only ('²'.isdigit() is True), and a version SQLite can store
+            if (
+                not (ver.isascii() and ver.isdigit())
+                or len(ver) > 19
+                or not 1 <= int(ver) <= _MAX_VERSION
+            ):
                 raise InvalidModelRef(
-                    f"A version in a ref must be a positive integer. Got {ver!r} in {text!r} "
-                    "instead.",
+                    "A version in a ref must be a positive integer below 2**63. "
+                    f"Got {ver[:32]!r} in {text[:64]!r} instead.",
                     hint="Versions are numbered 1, 2, 3...; see `shipyard models show NAME`.",
                 )
             return cls(validate_name(name), version=int(ver))

@@ -12,6 +12,7 @@ Imports: errors, security.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -19,7 +20,17 @@ import grpc
 from shipyard import errors
 from shipyard.security import Authenticator
 
-__all__ = ["AuthInterceptor", "grpc_scope_for"]
+__all__ = ["AuthInterceptor", "current_actor", "grpc_scope_for"]
+
+# The name of the token that authenticated the RPC running on this thread (the servicer
+# records it as the actor of admin calls; a token's name, never the token).
+_ACTOR: ContextVar[str | None] = ContextVar("shipyard_grpc_actor", default=None)
+
+
+def current_actor() -> str | None:
+    """The authenticated token's name for the RPC on this thread, or None (auth off)."""
+    return _ACTOR.get()
+
 
 _OPEN = frozenset({"ServerLive", "ServerReady"})
 _INFER = frozenset({"ModelInfer", "ModelStreamInfer"})
@@ -61,29 +72,36 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 authorization = value if isinstance(value, str) else value.decode("latin-1")
                 break
 
-        def check(context: Any) -> None:
+        def check(context: Any) -> str:
             peer = context.peer() or ""
             client = peer.rsplit(":", 1)[0]
             try:
-                self.authenticator.authenticate(authorization, scope, client)
+                return self.authenticator.authenticate(authorization, scope, client).name
             except errors.ShipyardError as exc:
                 code = _STATUS.get(type(exc), grpc.StatusCode.UNAUTHENTICATED)
                 context.abort(code, f"{exc.code}: {exc.message}")
+                raise  # pragma: no cover - abort raises
 
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
             def unary_unary(request: Any, context: Any) -> Any:
-                check(context)
-                return inner_uu(request, context)
+                token = _ACTOR.set(check(context))
+                try:
+                    return inner_uu(request, context)
+                finally:
+                    _ACTOR.reset(token)
 
             return handler._replace(unary_unary=unary_unary)
         if handler.stream_stream is not None:
             inner_ss = handler.stream_stream
 
             def stream_stream(requests: Any, context: Any) -> Any:
-                check(context)
-                return inner_ss(requests, context)
+                token = _ACTOR.set(check(context))
+                try:
+                    return inner_ss(requests, context)
+                finally:
+                    _ACTOR.reset(token)
 
             return handler._replace(stream_stream=stream_stream)
         return handler  # pragma: no cover - the V2 service has no other kinds

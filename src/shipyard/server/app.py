@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from starlette.routing import Route
 
 from shipyard._utils.version import __version__
 from shipyard.config import ServerSettings, Settings
-from shipyard.errors import ModelNotFound, PayloadTooLarge, ShipyardError
+from shipyard.errors import InvalidData, ModelNotFound, PayloadTooLarge, ShipyardError
 from shipyard.logs import request_id_var, trace_id_from_traceparent, trace_id_var
 from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
@@ -37,6 +38,7 @@ from shipyard.server._json import loads
 from shipyard.server.dataplane import DataPlane
 from shipyard.server.errors import error_body
 from shipyard.server.tfserving import tfserving_routes
+from shipyard.spec import ModelRef
 
 __all__ = ["InferenceApp", "create_app", "create_management_app"]
 
@@ -239,6 +241,7 @@ class InferenceApp:
 
 def _routes(dataplane: DataPlane) -> list[Route]:
     """THE route table of the public app (besides the V2 infer hot path)."""
+    openapi = resources.files("shipyard.server").joinpath("openapi.json").read_bytes()
 
     async def live(request: Request) -> Response:
         return _json(200, {"live": True})
@@ -260,6 +263,9 @@ def _routes(dataplane: DataPlane) -> list[Route]:
         dataplane.lookup(name, version)  # raises 404/503 with the reason
         return _json(200, {"name": name, "ready": True})
 
+    async def openapi_doc(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
     async def metrics(request: Request) -> Response:
         return Response(dataplane.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -278,6 +284,7 @@ def _routes(dataplane: DataPlane) -> list[Route]:
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/openapi.json", openapi_doc, methods=["GET"]),
         Route("/v2/models/{name}", model_metadata, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
         Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
@@ -293,8 +300,11 @@ def _management_routes(dataplane: DataPlane) -> list[Route]:
     """THE route table of the management app (model repository extension)."""
 
     async def index(request: Request) -> Response:
-        body = await request.body()
-        only_ready = bool(body) and bool(orjson.loads(body).get("ready", False))
+        body = await _read_limited(request, dataplane.settings.server.max_body_bytes)
+        doc = loads(body, "The index body") if body else {}
+        if type(doc) is not dict:
+            raise InvalidData(f"The index body must be a JSON object. Got {type(doc).__name__}.")
+        only_ready = bool(doc.get("ready", False))
         rows = [r for r in dataplane.index() if not only_ready or r["state"] == "READY"]
         return _json(200, rows)
 
@@ -322,7 +332,11 @@ def _management_routes(dataplane: DataPlane) -> list[Route]:
         return _json(200, {})
 
     async def load(request: Request) -> Response:
-        return await audited(request, "server.load", dataplane.load)
+        async def checked(ref: str) -> None:
+            ModelRef.parse(ref)  # an invalid ref is refused before the index records it
+            await dataplane.load(ref)
+
+        return await audited(request, "server.load", checked)
 
     async def unload(request: Request) -> Response:
         return await audited(request, "server.unload", dataplane.unload)

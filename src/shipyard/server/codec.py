@@ -202,6 +202,7 @@ def _count(name: str, shape: Any, limits: DecodeLimits) -> tuple[tuple[int, ...]
             f"Got {str(shape)[:80]} instead."
         )
     n = 1
+    nonzero = 1  # bounds the dims of an empty tensor too: [2**62, 2**62, 0] is refused
     for d in shape:
         if type(d) is not int or d < 0:
             raise SignatureMismatch(
@@ -209,6 +210,9 @@ def _count(name: str, shape: Any, limits: DecodeLimits) -> tuple[tuple[int, ...]
                 f"Got {str(shape)[:80]} instead."
             )
         n *= d
+        nonzero *= d or 1
+    if nonzero > limits.max_elements:
+        n = nonzero
     if n > limits.max_elements:
         raise PayloadTooLarge(
             f"Input {name!r} must have at most {limits.max_elements} elements. Got {n} instead.",
@@ -431,6 +435,8 @@ def decode_infer_request(
         if raw_outputs is not None:
             outputs = _requested(raw_outputs, max_depth)
         req_id = doc.get("id")
+        if not doc.keys() <= _REQUEST_KEYS:  # unknown members are ignored, within the depth limit
+            _check_unknown(doc, _REQUEST_KEYS, max_depth, 2)
     inputs: list[InferInput] = []
     offset = 0
     for inp in raw_inputs:
@@ -439,6 +445,8 @@ def decode_infer_request(
                 "Each input must be an object with name, shape, datatype and data. "
                 f"Got a JSON {type(inp).__name__} instead."
             )
+        if not inp.keys() <= _INPUT_KEYS:
+            _check_unknown(inp, _INPUT_KEYS, max_depth, 4)
         name = inp.get("name")
         if type(name) is not str or not name:
             raise InvalidData("Each input must have a non-empty string 'name'. One does not.")
@@ -519,6 +527,17 @@ def decode_infer_request(
         outputs,
         params.get("binary_data_output") is True,
     )
+
+
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+
+
+def _check_unknown(obj: dict[str, Any], known: frozenset[str], max_depth: int, level: int) -> None:
+    """Members a request may carry but we do not read: refused only past the depth limit."""
+    for key, value in obj.items():
+        if key not in known and type(value) in _CONTAINERS:
+            check_depth(value, max_depth, level)
 
 
 def _requested(raw: Any, max_depth: int) -> list[RequestedOutput]:

@@ -30,6 +30,7 @@ HTTP_STATUS: dict[type[errors.ShipyardError], HTTPStatus] = {
     errors.ConflictError: HTTPStatus.CONFLICT,
     errors.PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     errors.HeadersTooLarge: HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+    errors.RequestTimeout: HTTPStatus.REQUEST_TIMEOUT,
     errors.InvalidInputError: HTTPStatus.BAD_REQUEST,
     errors.ConversionError: HTTPStatus.BAD_REQUEST,
     errors.ModelNotReady: HTTPStatus.SERVICE_UNAVAILABLE,

@@ -21,12 +21,13 @@ import numpy as np
 
 from shipyard._utils.version import __version__
 from shipyard.errors import InvalidInputError, PayloadTooLarge, ShipyardError
-from shipyard.server.codec import decode_bytes_raw, encode_bytes_raw
+from shipyard.server._grpc_auth import current_actor
+from shipyard.server.codec import MAX_RANK, decode_bytes_raw, encode_bytes_raw
 from shipyard.server.dataplane import DataPlane
 from shipyard.server.errors import status_for
 from shipyard.server.grpc import inference_pb2 as pb
 from shipyard.server.grpc import inference_pb2_grpc as pb_grpc
-from shipyard.spec import DType
+from shipyard.spec import DType, ModelRef
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -74,12 +75,20 @@ def _dtype(name: str) -> DType:
 
 
 def _count(shape: Any) -> int:
+    """The element count, counting an empty tensor's non-zero dims.
+
+    A [2**62, 2**62, 0] shape is as large as [2**62, 2**62] to the limit: numpy never sees it.
+    """
     n = 1
+    nonzero = 1
     for d in shape:
         if d < 0:
-            raise InvalidInputError(f"Shape dimensions must be >= 0. Got {list(shape)} instead.")
+            raise InvalidInputError(
+                f"Shape dimensions must be >= 0. Got {list(shape)[:16]} instead."
+            )
         n *= int(d)
-    return n
+        nonzero *= int(d) or 1
+    return max(n, nonzero)
 
 
 def decode_request(
@@ -96,11 +105,17 @@ def decode_request(
     for i, tensor in enumerate(request.inputs):
         dtype = _dtype(tensor.datatype)
         shape = tuple(tensor.shape)
-        count = _count(shape)
-        if count > max_elements:
+        if len(shape) > MAX_RANK:
+            raise InvalidInputError(
+                f"Input {tensor.name!r} must have at most {MAX_RANK} dimensions. "
+                f"Got {len(shape)} instead."
+            )
+        bound = _count(shape)
+        count = bound if 0 not in shape else 0
+        if bound > max_elements:
             raise PayloadTooLarge(
                 f"Input {tensor.name!r} must have at most {max_elements} elements. "
-                f"Got {count} instead."
+                f"Got {bound} instead."
             )
         if raw:
             data = raw[i]
@@ -156,11 +171,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         status = int(status_for(exc))
         code = _GRPC_CODE.get(status, grpc.StatusCode.INTERNAL)
         if isinstance(exc, ShipyardError):
-            message = exc.message + (f" Hint: {exc.hint}" if exc.hint else "")
             err_code = exc.code
+            # the stable code leads, as in the auth interceptor's details
+            message = f"{err_code}: {exc.message}" + (f" Hint: {exc.hint}" if exc.hint else "")
         else:
             logger.error("Unhandled gRPC error", exc_info=exc)
-            message, err_code = "Internal server error.", "internal"
+            message, err_code = "internal: Internal server error.", "internal"
         if model is not None:
             self.dataplane.metrics.error(model.name, model.version_str, "grpc", err_code)
         await context.abort(code, message)
@@ -275,7 +291,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 self.dataplane.pool.registry.record_audit,
                 action,
                 name,
-                actor="anonymous",
+                actor=getattr(context, "actor", None) or "anonymous",
                 source=f"grpc:{peer() if peer else 'unknown'}",
                 details=details,
             )
@@ -283,7 +299,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         if not self.allow_management:
             await self._refuse_management(context)
-        await self._audited("server.load", request.model_name, context, self.dataplane.load)
+
+        async def load(ref: str) -> None:
+            ModelRef.parse(ref)  # an invalid ref is refused before the index records it
+            await self.dataplane.load(ref)
+
+        await self._audited("server.load", request.model_name, context, load)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -304,10 +325,11 @@ class _Abort(Exception):
 class _LoopContext:
     """The part of a servicer context the async servicer uses, for a call run on the loop."""
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_ctx", "actor")
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, actor: str | None = None) -> None:
         self._ctx = ctx
+        self.actor = actor  # the token's name, for the audit log (None with auth off)
 
     async def abort(self, code: Any, details: str) -> None:
         raise _Abort(code, details)
@@ -343,7 +365,8 @@ def _on_loop(servicer: InferenceServicer, loop: asyncio.AbstractEventLoop) -> An
         method = getattr(servicer, name)
 
         def call(request: Any, context: Any) -> Any:
-            future = asyncio.run_coroutine_threadsafe(method(request, _LoopContext(context)), loop)
+            ctx = _LoopContext(context, current_actor())
+            future = asyncio.run_coroutine_threadsafe(method(request, ctx), loop)
             try:
                 return future.result()
             except _Abort as a:

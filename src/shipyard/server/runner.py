@@ -51,7 +51,9 @@ def _uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvico
         host=host,
         port=port,
         loop="none",
-        http=limited_http_protocol(settings.server.max_header_bytes),
+        http=limited_http_protocol(
+            settings.server.max_header_bytes, settings.server.client_timeout_s
+        ),
         lifespan="off",
         access_log=False,
         log_config=None,

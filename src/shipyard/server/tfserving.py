@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from shipyard.errors import InvalidData, InvalidInputError, NotFoundError
+from shipyard.errors import InvalidData, InvalidInputError, NotFoundError, PayloadTooLarge
 from shipyard.server import codec
 from shipyard.server.errors import error_body
 from shipyard.spec import DType, TaskType
@@ -62,6 +62,26 @@ def _error(exc: BaseException, request: Request) -> Response:
     for key, value in headers:
         resp.headers[key.decode()] = value.decode()
     return resp
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (by Content-Length before reading)."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else 0
+    chunks: list[bytes] = []
+    if size <= limit:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+    if size > limit:
+        raise PayloadTooLarge(
+            f"A request body must be at most {limit} bytes. Got more than that instead.",
+            hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the request.",
+        )
+    return b"".join(chunks)
 
 
 def _parse(rest: str) -> tuple[str, str | None, str | None, str]:
@@ -206,20 +226,23 @@ def tfserving_routes(dataplane: DataPlane) -> list[Route]:
         except Exception as exc:
             return _error(exc, request)
 
+    limits = codec.DecodeLimits.from_settings(dataplane.settings.server)
+    max_body = dataplane.settings.server.max_body_bytes
+
     async def post(request: Request) -> Response:
         try:
             name, version, label, action = _parse(request.path_params["rest"])
             if action not in _VERBS:
                 raise NotFoundError("POST needs a method: :predict, :classify or :regress.")
             with dataplane.acquire(*_route(name, version, label)) as model:
-                body = await request.body()
+                body = await _read_limited(request, max_body)
                 if action == "predict":
-                    inputs, form = codec.decode_tfs_predict(body, model.signature)
+                    inputs, form = codec.decode_tfs_predict(body, model.signature, limits=limits)
                     outputs = await dataplane.infer(model, inputs)
                     return Response(
                         codec.encode_tfs_predict(outputs, form), 200, media_type="application/json"
                     )
-                parsed = codec.loads_tolerant(body)
+                parsed = codec.loads_tolerant(body, allow_nan=limits.allow_nan)
                 if not isinstance(parsed, dict):
                     raise InvalidData("A classify/regress body must be a JSON object.")
                 task = model.manifest.task
