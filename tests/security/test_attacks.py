@@ -823,6 +823,16 @@ _GRPC: dict[str, tuple[dict[str, Any], grpc.StatusCode, str]] = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "invalid-data",
     ),
+    "nan-refused-by-policy": (
+        {"raw": [struct.pack("<4f", float("nan"), 2, 3, 4)]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid-data",
+    ),
+    "inf-refused-by-policy": (
+        {"raw": [struct.pack("<4f", 1, float("-inf"), 3, 4)]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid-data",
+    ),
     "huge-bytes-element": (
         {"datatype": "BYTES", "shape": [1], "raw": [struct.pack("<I", 2**32 - 1) + b"abcd"]},
         grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 
 from shipyard._utils.version import __version__
-from shipyard.errors import InvalidInputError, PayloadTooLarge, ShipyardError
+from shipyard.errors import InvalidData, InvalidInputError, PayloadTooLarge, ShipyardError
 from shipyard.server._grpc_auth import current_actor
 from shipyard.server.codec import MAX_RANK, decode_bytes_raw, encode_bytes_raw
 from shipyard.server.dataplane import DataPlane
@@ -92,7 +92,11 @@ def _count(shape: Any) -> int:
 
 
 def decode_request(
-    request: Any, max_elements: int, max_element_bytes: int = 16 * 1024 * 1024
+    request: Any,
+    max_elements: int,
+    max_element_bytes: int = 16 * 1024 * 1024,
+    *,
+    allow_nan: bool = True,
 ) -> dict[str, npt.NDArray[Any]]:
     """ModelInferRequest → named arrays, checking element counts before allocating."""
     raw = request.raw_input_contents
@@ -146,6 +150,11 @@ def decode_request(
                 arr[:] = list(values)
             else:
                 arr = np.asarray(values, dtype=dtype.to_numpy())
+        if not allow_nan and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InvalidData(
+                f"Input {tensor.name!r} must hold finite numbers. Got NaN or Inf instead.",
+                hint="NaN/Inf are refused by SHIPYARD_SERVER__ALLOW_NAN=false.",
+            )
         if tensor.name in tensors:
             raise InvalidInputError(f"Input names must be unique. Got {tensor.name!r} twice.")
         tensors[tensor.name] = arr.reshape(shape)
@@ -219,7 +228,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with self.dataplane.acquire(request.model_name, request.model_version or None) as model:
                 inputs = decode_request(
-                    request, self.max_elements, self.settings.server.max_bytes_element_bytes
+                    request,
+                    self.max_elements,
+                    self.settings.server.max_bytes_element_bytes,
+                    allow_nan=self.settings.server.allow_nan,
                 )
                 remaining = context.time_remaining()
                 # no deadline: grpc.aio says None, the threaded server a huge number

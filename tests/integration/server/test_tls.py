@@ -141,3 +141,38 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
             assert c.get(f"{https}/v2/health/ready").status_code == 200
     finally:
         stop_server(server)
+
+
+def test_grpc_mutual_tls_refuses_a_client_without_a_certificate(
+    home: Path, tmp_path: Path, pki: dict[str, Path]
+) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    server = _serve(
+        home,
+        tmp_path,
+        {
+            "tls_cert": str(pki["server.pem"]),
+            "tls_key": str(pki["server.key"]),
+            "tls_client_ca": str(pki["ca.pem"]),
+        },
+    )
+    try:
+        anonymous = grpcclient.InferenceServerClient(
+            server.grpc, ssl=True, root_certificates=str(pki["ca.pem"])
+        )
+        with pytest.raises(InferenceServerException):
+            anonymous.is_server_live(client_timeout=5)
+        anonymous.close()
+        client = grpcclient.InferenceServerClient(
+            server.grpc,
+            ssl=True,
+            root_certificates=str(pki["ca.pem"]),
+            private_key=str(pki["client.key"]),
+            certificate_chain=str(pki["client.pem"]),
+        )
+        assert client.is_server_live(client_timeout=5)
+        client.close()
+    finally:
+        stop_server(server)
