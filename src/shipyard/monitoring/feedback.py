@@ -204,27 +204,31 @@ class FeedbackStore:
         lines: Sequence[Mapping[str, Any]],
         outputs_json: Sequence[bytes] | None = None,
     ) -> None:
-        """Record logged requests' outputs (called by the prediction log's writer).
-
-        One row per request, inserted through the driver's ``executemany``: the writer
-        shares the server's CPU, so this path is kept to a few microseconds a request.
-        """
-        if not lines:
-            return
+        """Record logged requests given as records (request_id, ts, key, rows, outputs)."""
         if outputs_json is None:
             dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
             outputs_json = [dumps(line["outputs"], option=opt, default=_default) for line in lines]
+        self.index_rows(
+            model,
+            version,
+            [
+                (line["request_id"], line["ts"], line.get("key"), line["rows"], outputs)
+                for line, outputs in zip(lines, outputs_json, strict=True)
+            ],
+        )
+
+    def index_rows(
+        self, model: str, version: str, rows: Sequence[tuple[str, float, str | None, int, bytes]]
+    ) -> None:
+        """Record logged requests: (request_id, ts, key, rows, outputs as JSON) each.
+
+        The prediction log's writer calls this for every request it writes, and it shares
+        the server's CPU: one ``executemany`` through the driver, a few microseconds a row.
+        """
+        if not rows:
+            return
         params = [
-            (
-                model,
-                line["request_id"],
-                version,
-                line["ts"],
-                line.get("key"),
-                line["rows"],
-                outputs.decode(),
-            )
-            for line, outputs in zip(lines, outputs_json, strict=True)
+            (model, rid, version, ts, key, n, outputs.decode()) for rid, ts, key, n, outputs in rows
         ]
         with self.engine.begin() as conn:
             conn.exec_driver_sql(_INSERT_PREDICTIONS, params)

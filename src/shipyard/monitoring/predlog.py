@@ -13,22 +13,18 @@ When the queue is full, records are dropped, counted (``dropped``, and the
 ``shipyard_predlog_dropped_total`` metric) and logged once per interval: serving never
 waits for the disk, and nothing is dropped silently.
 
-A segment holds one JSON line per request, its tensors whole (encoded by orjson straight
-from numpy, so the writer stays cheap)::
+A segment is an Arrow IPC file with one row per example (request id, row index, time,
+latency, the client's key, then the inputs and outputs as columns); the format and why it
+was chosen are described in :mod:`shipyard.monitoring._segments`. Segments written as JSON
+lines by earlier versions are still read. :func:`iter_rows` reads segments back as one
+record per example (with its ``row`` index), :func:`iter_requests` one per request, and
+:func:`read_window` the latest examples' numeric tensors as arrays (for drift).
 
-    {"request_id": "...", "model": "m", "version": "3", "ts": 1795536000.1,
-     "latency_ms": 1.2, "key": null, "rows": 2, "inputs": {"x": [[...], [...]]},
-     "outputs": {"y": [[...], [...]]}}
-
-:func:`iter_rows` reads them back as one record per example (with its ``row`` index).
-
-Imports: config, errors, _utils (numpy and orjson).
+Imports: config, errors, _utils (numpy, orjson, pyarrow).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
 import random
@@ -36,15 +32,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from shipyard._utils import faults
 from shipyard._utils.fs import fsync_dir
+from shipyard.monitoring import _segments
+from shipyard.monitoring._segments import Privacy, Request
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -59,83 +57,46 @@ logger = logging.getLogger(__name__)
 Arrays = Mapping[str, "npt.NDArray[Any]"]
 
 SEGMENTS = "segments"
-# The writer shares the GIL with the serving loop: it releases it every this many requests
-# (a few hundred microseconds of work), so a request never waits long behind a flush.
-_YIELD_EVERY = 32
-SUFFIX = ".jsonl"
+SUFFIX = ".arrow"
+_LEGACY_SUFFIX = ".jsonl"
 
 
-@dataclass(slots=True)
-class _Request:
-    request_id: str
-    model: str
-    version: str
-    ts: float
-    latency_ms: float
-    key: str | None
-    inputs: Arrays
-    outputs: Arrays
+class _Segment:
+    """One segment file being written: staged, then fsynced and renamed into place."""
 
+    def __init__(self, folder: Path, name: str, schema: pa.Schema) -> None:
+        self.folder = folder
+        self.final = folder / name
+        self.staged = folder / f".{name}.tmp"
+        self.schema = schema
+        # Arrow writes the batches' buffers to the file itself, the GIL released
+        self._file = pa.OSFile(str(self.staged), "wb")
+        self._writer = pa.ipc.new_file(self._file, schema)
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def commit(self) -> Path:
+        self._writer.close()
+        self._file.close()
+        faults.reach("predlog.after-staged-write")
+        fd = os.open(self.staged, os.O_RDONLY)
         try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"b64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value).__name__)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.staged, self.final)
+        fsync_dir(self.folder)
+        faults.reach("predlog.after-segment-rename")
+        return self.final
 
-
-def _summary(values: npt.NDArray[Any]) -> dict[str, Any]:
-    """Count, NaN count, mean, min and max of one example's values (numbers only)."""
-    flat = np.asarray(values).ravel()
-    if flat.dtype.kind not in "biuf" or flat.size == 0:
-        return {"count": int(flat.size)}
-    as_float = flat.astype(np.float64)
-    finite = as_float[np.isfinite(as_float)]
-    out: dict[str, Any] = {"count": int(flat.size), "nan": int(np.isnan(as_float).sum())}
-    if finite.size:
-        out.update(mean=float(finite.mean()), min=float(finite.min()), max=float(finite.max()))
-    return out
-
-
-class _Privacy:
-    """What of each field is written: everything, a summary, a salted hash, or nothing."""
-
-    def __init__(self, settings: MonitoringSettings) -> None:
-        self.inputs = settings.inputs
-        self.redact = dict(settings.redact)
-        self.salt = settings.hash_salt.encode()
-
-    def _hash(self, value: Any) -> str:
-        data = orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
-        return hashlib.sha256(self.salt + data).hexdigest()
-
-    def fields(self, tensors: Arrays, n: int, *, inputs: bool) -> Arrays | dict[str, Any]:
-        """What is written of each tensor: itself, per-example summaries or hashes, or nothing."""
-        if not self.redact and (not inputs or self.inputs == "full"):
-            for arr in tensors.values():
-                if arr.dtype.kind == "O" or not arr.flags.c_contiguous:
-                    break
-            else:
-                return tensors  # orjson writes the arrays themselves
-        out: dict[str, Any] = {}
-        for name, arr in tensors.items():
-            rule = self.redact.get(name)
-            if rule == "drop" or (inputs and self.inputs == "none" and rule is None):
-                continue
-            if rule == "summary" or (inputs and self.inputs == "summary" and rule is None):
-                out[name] = [_summary(arr[i]) for i in range(n)] if arr.ndim else [_summary(arr)]
-            elif rule == "hash":
-                values = arr.tolist() if arr.ndim else [arr.tolist()]
-                out[name] = [self._hash(v) for v in values]
-            elif arr.dtype.kind == "O" or not arr.flags.c_contiguous:
-                out[name] = arr.tolist()
-            else:
-                out[name] = arr
-        return out
+    def abandon(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # the write that failed may have left the writer unusable
+            logger.debug("closing an abandoned segment failed", exc_info=True)
+        self._file.close()
+        self.staged.unlink(missing_ok=True)
 
 
 class PredictionLog:
@@ -147,8 +108,6 @@ class PredictionLog:
         store: Where row outputs are indexed for the feedback join (None: not indexed).
         on_drop: Called with the number of records dropped at each flush that dropped some
             (the server counts them in a Prometheus counter).
-        on_lines: Called with (model, version, request lines) after each segment is
-            written (live quality and drift subscribe here).
     """
 
     def __init__(
@@ -158,21 +117,19 @@ class PredictionLog:
         *,
         store: FeedbackStore | None = None,
         on_drop: Callable[[int], None] | None = None,
-        on_lines: Callable[[str, str, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.root = root
         self.settings = settings
         self.store = store
         self.on_drop = on_drop
-        self.on_lines = on_lines
         self.segments_dir = root / SEGMENTS
         self.dropped = 0
         self.written_rows = 0
-        self._queue: deque[_Request] = deque()
+        self._queue: deque[Request] = deque()
         self._limit = settings.queue_size
         self._high_water = max(1, settings.queue_size // 2)
         self._rate = settings.sample_rate
-        self._privacy = _Privacy(settings)
+        self._privacy = Privacy(settings.inputs, settings.redact, settings.hash_salt)
         self._seq = 0
         self._dropped_reported = 0
         self._wake = threading.Event()
@@ -180,6 +137,7 @@ class PredictionLog:
         self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last_retention = 0.0
+        self._scratch: dict[str, Any] = {}  # the writer's reusable concatenation buffers
 
     # ---- the request path ---------------------------------------------------------------
 
@@ -201,9 +159,7 @@ class PredictionLog:
             self.dropped += 1
             return
         queue.append(
-            _Request(
-                request_id, model, version, time.time(), latency_s * 1000, key, inputs, outputs
-            )
+            Request(request_id, model, version, time.time(), latency_s * 1000, key, inputs, outputs)
         )
         if len(queue) == self._high_water:  # half full: write now, before it overflows
             self._wake.set()
@@ -248,7 +204,7 @@ class PredictionLog:
         """Write everything queued now (one segment per model version); return rows written."""
         with self._flush_lock:
             queue = self._queue
-            taken: list[_Request] = []
+            taken: list[Request] = []
             while queue:
                 taken.append(queue.popleft())
             dropped = self.dropped - self._dropped_reported
@@ -264,66 +220,55 @@ class PredictionLog:
                     self.on_drop(dropped)
             if not taken:
                 return 0
-            by_version: dict[tuple[str, str], tuple[list[dict[str, Any]], list[bytes]]] = {}
-            for done, req in enumerate(taken, 1):
-                if done % _YIELD_EVERY == 0:
-                    time.sleep(0)  # hand the GIL to the serving thread between chunks
-                line, outputs = self._line(req)
-                group = by_version.setdefault((req.model, req.version), ([], []))
-                group[0].append(line)
-                group[1].append(outputs)
+            by_version: dict[tuple[str, str], list[Request]] = {}
+            for req in taken:
+                by_version.setdefault((req.model, req.version), []).append(req)
             total = 0
-            for (model, version), (lines, encoded) in by_version.items():
-                self._write_segment(model, version, lines)
-                if self.store is not None:
-                    self.store.index_predictions(model, version, lines, encoded)
-                if self.on_lines is not None:
-                    for line, outputs in zip(lines, encoded, strict=True):
-                        line["outputs"] = orjson.loads(outputs)
-                    self.on_lines(model, version, lines)
-                total += sum(line["rows"] for line in lines)
+            for (model, version), requests in by_version.items():
+                total += self._write_version(model, version, requests)
             self.written_rows += total
             return total
 
-    def _line(self, req: _Request) -> tuple[dict[str, Any], bytes]:
-        """The request's JSON line, its outputs encoded once (for the file and the index)."""
-        n = _rows_in(req.outputs) or _rows_in(req.inputs) or 1
-        outputs = orjson.dumps(
-            self._privacy.fields(req.outputs, n, inputs=False),
-            default=_json_default,
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
-        line = {
-            "request_id": req.request_id,
-            "model": req.model,
-            "version": req.version,
-            "ts": req.ts,
-            "latency_ms": req.latency_ms,
-            "key": req.key,
-            "rows": n,
-            "inputs": self._privacy.fields(req.inputs, n, inputs=True),
-            "outputs": orjson.Fragment(outputs),
-        }
-        return line, outputs
+    def _write_version(self, model: str, version: str, requests: list[Request]) -> int:
+        """Write one model version's requests (a segment per schema); index them; notify."""
+        indexed: list[tuple[str, float, str | None, int, bytes]] = []
+        segment: _Segment | None = None
+        rows = 0
+        try:
+            for part in _segments.encode(
+                model,
+                version,
+                requests,
+                self._privacy,
+                index=self.store is not None,
+                scratch=self._scratch,
+            ):
+                if segment is not None and part.batch.schema != segment.schema:
+                    segment.commit()
+                    segment = None
+                if segment is None:
+                    segment = self._open_segment(model, version, part.batch.schema)
+                segment.write(part.batch)  # before the next chunk reuses the scratch buffers
+                rows += part.batch.num_rows
+                indexed.extend(part.index)
+                time.sleep(0)  # hand the GIL to the serving thread between chunks
+            if segment is not None:
+                segment.commit()
+                segment = None
+        finally:
+            if segment is not None:
+                segment.abandon()
+        if self.store is not None:
+            self.store.index_rows(model, version, indexed)
+        return rows
 
-    def _write_segment(self, model: str, version: str, lines: list[dict[str, Any]]) -> Path:
+    def _open_segment(self, model: str, version: str, schema: pa.Schema) -> _Segment:
         folder = self.segments_dir / model / version
         folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SUFFIX}"
-        final = folder / name
-        staged = folder / f".{name}.tmp"
-        dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
-        data = b"\n".join(dumps(line, default=_json_default, option=opt) for line in lines)
-        with open(staged, "wb") as fh:
-            fh.write(data + b"\n")
-            fh.flush()
-            faults.reach("predlog.after-staged-write")
-            os.fsync(fh.fileno())
-        os.replace(staged, final)
-        fsync_dir(folder)
-        faults.reach("predlog.after-segment-rename")
-        return final
+        return _Segment(
+            folder, f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SUFFIX}", schema
+        )
 
     # ---- retention ----------------------------------------------------------------------
 
@@ -352,37 +297,43 @@ class PredictionLog:
         return removed
 
 
-def _rows_in(tensors: Arrays) -> int:
-    for arr in tensors.values():
-        if arr.ndim:
-            return int(arr.shape[0])
-    return 0
-
-
 def segment_paths(root: Path, model: str | None = None, version: str | None = None) -> list[Path]:
     """Complete segment files under ``root`` (staged ones excluded), oldest first."""
     base = root / SEGMENTS
+    depth = 0 if version is not None else (1 if model is not None else 2)
     if model is not None:
         base = base / model
         if version is not None:
             base = base / version
-    pattern = (
-        "*" + SUFFIX if version is not None else ("*/*" + SUFFIX if model else "*/*/*" + SUFFIX)
-    )
-    return sorted(
-        (p for p in base.glob(pattern) if not p.name.startswith(".")), key=lambda p: p.name
-    )
+    prefix = "*/" * depth
+    found = [
+        p
+        for suffix in (SUFFIX, _LEGACY_SUFFIX)
+        for p in base.glob(prefix + "*" + suffix)
+        if not p.name.startswith(".")
+    ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def _legacy_requests(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield orjson.loads(line)
 
 
 def iter_requests(
     root: Path, model: str | None = None, version: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Every logged request (one JSON line each), oldest segment first."""
+    """Every logged request, oldest segment first: its fields, ``rows`` examples each.
+
+    ``inputs`` and ``outputs`` map each logged field to a list of one value per example.
+    """
     for path in segment_paths(root, model, version):
-        with open(path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield orjson.loads(line)
+        if path.suffix == _LEGACY_SUFFIX:
+            yield from _legacy_requests(path)
+        else:
+            yield from _segments.decode_requests(path.read_bytes())
 
 
 def row_of(fields: Mapping[str, Any], i: int) -> dict[str, Any]:
@@ -394,13 +345,48 @@ def iter_rows(
     root: Path, model: str | None = None, version: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """Every logged example, oldest first: the request's fields with this row's values."""
-    for req in iter_requests(root, model, version):
-        inputs, outputs = req.pop("inputs"), req.pop("outputs")
-        n = req.pop("rows")
-        for i in range(n):
-            yield {
-                **req,
-                "row": i,
-                "inputs": row_of(inputs, i),
-                "outputs": row_of(outputs, i),
-            }
+    for path in segment_paths(root, model, version):
+        if path.suffix != _LEGACY_SUFFIX:
+            yield from _segments.decode_rows(path.read_bytes())
+            continue
+        for req in _legacy_requests(path):
+            inputs, outputs = req.pop("inputs"), req.pop("outputs")
+            n = req.pop("rows")
+            for i in range(n):
+                yield {
+                    **req,
+                    "rows": n,
+                    "row": i,
+                    "inputs": row_of(inputs, i),
+                    "outputs": row_of(outputs, i),
+                }
+
+
+def read_window(
+    root: Path, model: str, version: str, rows: int, *, part: str = "inputs"
+) -> dict[str, npt.NDArray[Any]]:
+    """The latest ``rows`` logged examples' numeric fields of ``part``, as arrays.
+
+    Newest segments are read first and only as many as needed; each field comes back as
+    one array of shape (examples, *example shape), oldest example first. Fields logged as
+    summaries, hashes or BYTES are left out; so are JSON-lines segments of old versions.
+    """
+    parts: dict[str, list[npt.NDArray[Any]]] = {}
+    have = 0
+    for path in reversed(segment_paths(root, model, version)):
+        if have >= rows:
+            break
+        if path.suffix == _LEGACY_SUFFIX:
+            continue
+        window = _segments.numeric_window(path.read_bytes(), part)
+        if not window:
+            continue
+        for name, values in window.items():
+            parts.setdefault(name, []).insert(0, values)
+        have += len(next(iter(window.values())))
+    out: dict[str, npt.NDArray[Any]] = {}
+    for name, chunks in parts.items():
+        shapes = {c.shape[1:] for c in chunks}
+        if len(shapes) == 1:  # a field whose example shape changed cannot be stacked
+            out[name] = np.concatenate(chunks)[-rows:]
+    return out

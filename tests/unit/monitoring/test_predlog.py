@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 
 from shipyard.config import MonitoringSettings
 from shipyard.monitoring.feedback import FeedbackStore
-from shipyard.monitoring.predlog import PredictionLog, iter_rows, segment_paths
+from shipyard.monitoring.predlog import (
+    PredictionLog,
+    iter_requests,
+    iter_rows,
+    read_window,
+    segment_paths,
+)
 
 
 def _log(tmp_path: Path, **kw: object) -> PredictionLog:
@@ -83,15 +92,17 @@ def test_full_queue_drops_are_counted_and_logged(
 
 
 def test_retention_by_size_and_age_deletes_oldest_first(tmp_path: Path) -> None:
-    log = _log(tmp_path, max_bytes=1024)
+    log = _log(tmp_path)
     for i in range(12):
         _request(log, str(i), np.ones((1, 2), dtype=np.float32))
         log.flush()
     before = segment_paths(tmp_path)
-    assert log._retention(force=True) > 0
+    limit = 3 * before[0].stat().st_size + 10
+    log.settings = MonitoringSettings(max_bytes=limit)
+    assert log._retention(force=True) == 9
     after = segment_paths(tmp_path)
     assert after == before[len(before) - len(after) :]  # the newest survive
-    assert sum(p.stat().st_size for p in after) <= 1024
+    assert sum(p.stat().st_size for p in after) <= limit
     old = after[-1].with_name("00000000000000000001-1-000001.jsonl")
     old.write_bytes(after[-1].read_bytes())
     log.settings = MonitoringSettings(max_age_days=1)
@@ -120,3 +131,64 @@ def test_rows_are_indexed_for_feedback(tmp_path: Path) -> None:
     log.flush()
     assert store.counts("m") == {"1": {"predictions": 2, "labels": 0}}
     store.close()
+
+
+def test_mixed_batch_sizes_bytes_and_non_batch_major_tensors_round_trip(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    words = np.array([[b"a", b"bc"], [b"\xff", "d"]], dtype=object)
+    log.record("a", "m", "1", {"x": np.ones((2, 3)), "w": words}, {"y": np.arange(2)}, 0.0)
+    log.record("b", "m", "1", {"x": np.zeros((1, 3)), "w": words[:1]}, {"y": np.arange(1)}, 0.0)
+    # an output that is not batch-major (one value for the whole request)
+    log.record("c", "m", "1", {"x": np.ones((1, 3)), "w": words[:1]}, {"y": np.float32(7)}, 0.0)
+    assert log.flush() == 4
+    rows = list(iter_rows(tmp_path))
+    assert [(r["request_id"], r["row"], r["rows"]) for r in rows] == [
+        ("a", 0, 2),
+        ("a", 1, 2),
+        ("b", 0, 1),
+        ("c", 0, 1),
+    ]
+    assert rows[1]["inputs"]["w"] == [{"b64": "/w=="}, "d"]
+    assert rows[1]["outputs"]["y"] == 1 and rows[2]["inputs"]["x"] == [0.0, 0.0, 0.0]
+    assert rows[3]["outputs"]["y"] == 7.0
+    (req_a, *_rest) = iter_requests(tmp_path)
+    assert req_a["inputs"]["x"] == [[1.0] * 3, [1.0] * 3] and req_a["outputs"]["y"] == [0, 1]
+
+
+def test_summaries_of_rows_without_finite_values_have_counts_only(tmp_path: Path) -> None:
+    log = _log(tmp_path, inputs="summary")
+    x = np.array([[np.nan, np.inf], [1.0, 5.0]])
+    log.record("r", "m", "1", {"x": x}, {"y": np.array([1, 2])}, 0.0)
+    log.flush()
+    first, second = (r["inputs"]["x"] for r in iter_rows(tmp_path))
+    assert first == {"count": 2, "nan": 1}
+    assert second == {"count": 2, "nan": 0, "mean": 3.0, "min": 1.0, "max": 5.0}
+
+
+def test_read_window_returns_the_latest_rows_as_arrays(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    for i in range(5):  # five segments of two rows each
+        x = np.full((2, 3), i, dtype=np.float32)
+        log.record(str(i), "m", "1", {"x": x}, {"y": x.sum(axis=1)}, 0.0)
+        log.flush()
+    window = read_window(tmp_path, "m", "1", 3)
+    assert window["x"].shape == (3, 3) and window["x"][:, 0].tolist() == [3.0, 4.0, 4.0]
+    outputs = read_window(tmp_path, "m", "1", 100, part="outputs")
+    assert outputs["y"].tolist() == [0, 0, 3, 3, 6, 6, 9, 9, 12, 12]
+
+
+def test_segments_are_arrow_files_and_the_writer_never_imports_pandas(tmp_path: Path) -> None:
+    code = (
+        "import sys, numpy as np; from pathlib import Path\n"
+        "from shipyard.config import MonitoringSettings\n"
+        "from shipyard.monitoring.predlog import PredictionLog\n"
+        f"log = PredictionLog(Path({str(tmp_path)!r}), MonitoringSettings())\n"
+        "log.record('a', 'm', '1', {'x': np.ones((2, 3))}, {'y': np.ones(2)}, 0.0)\n"
+        "log.flush()\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    (segment,) = segment_paths(tmp_path)
+    table = pa.ipc.open_file(pa.memory_map(str(segment))).read_all()
+    assert table.schema.metadata[b"model"] == b"m"
+    assert table.column("inputs").type.field("x").type == pa.list_(pa.float64(), 3)
