@@ -53,6 +53,9 @@ __all__ = [
 ]
 
 Arrays = Mapping[str, "npt.NDArray[Any]"]
+
+SEGMENTS = "segments"
+"""The folder of segments inside the monitoring folder: ``segments/<model>/<version>/``."""
 Rule = Literal["drop", "hash", "summary"]
 
 # Requests per record batch, and tensor bytes: bound how long the writer holds the GIL in
@@ -369,46 +372,23 @@ def _batch(
 
 @dataclass(slots=True)
 class Encoded:
-    """A chunk of one model version's requests as a record batch, and its feedback index."""
+    """A chunk of one model version's requests as a record batch, and its requests' rows."""
 
     batch: pa.RecordBatch
-    index: list[tuple[str, float, str | None, int, bytes]]
-    """Per request: request id, time, client key, rows, outputs as JSON."""
-
-
-def _outputs_json(
-    requests: Sequence[Request], batch: pa.RecordBatch, privacy: Privacy
-) -> list[bytes]:
-    """Each request's logged outputs as one JSON object (for the feedback index)."""
-    dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
-    if not privacy.redact:  # the outputs as they are: orjson reads the arrays directly
-        try:
-            return [dumps(r.outputs, option=opt, default=json_default) for r in requests]
-        except TypeError:  # not C-contiguous, or an exotic dtype
-            pass
-    rows = batch.column("rows").to_pylist()
-    outputs = decoded_fields(batch, "outputs")
-    out: list[bytes] = []
-    i, total = 0, len(rows)
-    while i < total:
-        n = rows[i]
-        fields = {name: values[i : i + n] for name, values in outputs.items()}
-        out.append(dumps(fields, option=opt, default=json_default))
-        i += n
-    return out
+    requests: list[Request]
+    counts: list[int]
+    """Examples per request, in order: request ``i`` starts at row ``sum(counts[:i])``."""
 
 
 def _chunks(members: list[Request]) -> Iterator[list[Request]]:
-    chunk: list[Request] = []
-    size = 0
-    for req in members:
-        chunk.append(req)
-        size += sum(a.nbytes for a in req.inputs.values())
-        if len(chunk) >= CHUNK or size >= CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
+    """Runs of at most ``CHUNK`` requests and about ``CHUNK_BYTES`` of inputs.
+
+    The first request's size stands for all: requests of one model are alike.
+    """
+    size = sum(a.nbytes for a in members[0].inputs.values())
+    step = max(1, min(CHUNK, CHUNK_BYTES // max(size, 1)))
+    for start in range(0, len(members), step):
+        yield members[start : start + step]
 
 
 def encode(
@@ -417,7 +397,6 @@ def encode(
     requests: Sequence[Request],
     privacy: Privacy,
     *,
-    index: bool,
     scratch: dict[str, Any] | None = None,
 ) -> Iterator[Encoded]:
     """One model version's requests as record batches of up to ``CHUNK`` requests each.
@@ -435,18 +414,7 @@ def encode(
         for chunk in _chunks(members):
             n = [rows_in(r.outputs) or rows_in(r.inputs) or 1 for r in chunk]
             counts = np.asarray(n, dtype=np.int32)
-            batch = _batch(model, version, chunk, counts, privacy, scratch)
-            if not index:
-                yield Encoded(batch, [])
-                continue
-            outputs = _outputs_json(chunk, batch, privacy)
-            yield Encoded(
-                batch,
-                [
-                    (r.request_id, r.ts, r.key, k, o)
-                    for r, k, o in zip(chunk, n, outputs, strict=True)
-                ],
-            )
+            yield Encoded(_batch(model, version, chunk, counts, privacy, scratch), chunk, n)
 
 
 # ---- reading ----------------------------------------------------------------------------
@@ -587,3 +555,15 @@ def numeric_window(data: Any, part: str) -> dict[str, npt.NDArray[Any]]:
             elif _is_number(kind):
                 columns.setdefault(field.name, []).append(_numpy(child))
     return {name: _concat(parts) for name, parts in columns.items()}
+
+
+def outputs_at(data: Any, rows: Sequence[int]) -> list[dict[str, Any]]:
+    """The logged outputs of the segment's examples at ``rows`` (the feedback join)."""
+    reader = pa.ipc.open_file(pa.BufferReader(data))
+    if reader.schema.get_field_index("outputs") < 0 or not rows:
+        return [{} for _ in rows]
+    table = reader.read_all().select(["outputs"])
+    taken = table.take(_primitive(np.asarray(rows, dtype=np.int64))).combine_chunks()
+    (batch,) = taken.to_batches()
+    fields = decoded_fields(batch, "outputs")
+    return [{name: values[i] for name, values in fields.items()} for i in range(len(rows))]

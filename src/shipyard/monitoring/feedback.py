@@ -50,7 +50,11 @@ predictions = Table(
     Column("ts", Float, nullable=False),
     Column("key", String(256), index=True),
     Column("rows", Integer, nullable=False),
-    Column("outputs", Text, nullable=False),  # the request's outputs, every row
+    # the request's outputs (every row) as JSON, or "" when they are read from the
+    # prediction-log segment named here, from its row ``first_row`` on
+    Column("outputs", Text, nullable=False),
+    Column("segment", String(128)),
+    Column("first_row", Integer),
 )
 
 labels = Table(
@@ -70,6 +74,16 @@ _INSERT_PREDICTIONS = (
     "INSERT OR IGNORE INTO predictions (model, request_id, version, ts, key, rows, outputs) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+# One JSON array of [request_id, ts, key, rows, first_row] per written segment, unpacked
+# by SQLite itself: half the cost of executemany's per-row parameter binding.
+_INSERT_SEGMENT_ROWS = (
+    "INSERT OR IGNORE INTO predictions "
+    "(model, request_id, version, ts, key, rows, outputs, segment, first_row) "
+    "SELECT ?, json_extract(value, '$[0]'), ?, json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), '', ?, "
+    "json_extract(value, '$[4]') FROM json_each(?)"
+)
+_ADDED_COLUMNS = {"segment": "VARCHAR(128)", "first_row": "INTEGER"}
 
 
 def _default(value: Any) -> Any:
@@ -174,9 +188,11 @@ class FeedbackStore:
         url: A SQLAlchemy URL; ``FeedbackStore.open(folder)`` uses ``folder/feedback.db``.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, segments: Path | None = None) -> None:
         self.engine = create_engine(url, connect_args={"timeout": 30})
-        if url.startswith("sqlite"):
+        self.segments = segments
+        self._sqlite = url.startswith("sqlite")
+        if self._sqlite:
 
             @event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _record: Any) -> None:
@@ -186,12 +202,25 @@ class FeedbackStore:
                 cur.close()
 
         _meta.create_all(self.engine)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Columns added since the first release, added to a database made before them."""
+        from sqlalchemy import inspect
+
+        have = {c["name"] for c in inspect(self.engine).get_columns("predictions")}
+        with self.engine.begin() as conn:
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
 
     @classmethod
     def open(cls, folder: Path) -> FeedbackStore:
-        """The store in ``folder/feedback.db`` (created when absent)."""
+        """The store in ``folder/feedback.db`` (created when absent), beside the segments."""
+        from shipyard.monitoring._segments import SEGMENTS
+
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{folder / 'feedback.db'}")
+        return cls(f"sqlite:///{folder / 'feedback.db'}", segments=folder / SEGMENTS)
 
     def close(self) -> None:
         """Release connections."""
@@ -205,38 +234,67 @@ class FeedbackStore:
         outputs_json: Sequence[bytes] | None = None,
     ) -> None:
         """Record logged requests given as records (request_id, ts, key, rows, outputs)."""
+        if not lines:
+            return
         if outputs_json is None:
             dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
             outputs_json = [dumps(line["outputs"], option=opt, default=_default) for line in lines]
-        self.index_rows(
-            model,
-            version,
-            [
-                (line["request_id"], line["ts"], line.get("key"), line["rows"], outputs)
-                for line, outputs in zip(lines, outputs_json, strict=True)
-            ],
-        )
-
-    def index_rows(
-        self, model: str, version: str, rows: Sequence[tuple[str, float, str | None, int, bytes]]
-    ) -> None:
-        """Record logged requests: (request_id, ts, key, rows, outputs as JSON) each.
-
-        The prediction log's writer calls this for every request it writes, and it shares
-        the server's CPU: one ``executemany`` through the driver, a few microseconds a row.
-        """
-        if not rows:
-            return
         params = [
-            (model, rid, version, ts, key, n, outputs.decode()) for rid, ts, key, n, outputs in rows
+            (
+                model,
+                line["request_id"],
+                version,
+                line["ts"],
+                line.get("key"),
+                line["rows"],
+                o.decode(),
+            )
+            for line, o in zip(lines, outputs_json, strict=True)
         ]
         with self.engine.begin() as conn:
             conn.exec_driver_sql(_INSERT_PREDICTIONS, params)
+
+    def index_segment(
+        self,
+        model: str,
+        version: str,
+        segment: str,
+        rows: Sequence[tuple[str, float, str | None, int, int]],
+    ) -> None:
+        """Record the requests of a written segment: (request_id, ts, key, rows, first row).
+
+        Their outputs stay in the segment and are read from it when labels are joined.
+        """
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            if self._sqlite:
+                params: Any = (model, version, segment, orjson.dumps(rows).decode())
+                conn.exec_driver_sql(_INSERT_SEGMENT_ROWS, params)
+            else:
+                conn.execute(
+                    predictions.insert(),
+                    [
+                        {
+                            "model": model,
+                            "request_id": rid,
+                            "version": version,
+                            "ts": ts,
+                            "key": key,
+                            "rows": n,
+                            "outputs": "",
+                            "segment": segment,
+                            "first_row": first,
+                        }
+                        for rid, ts, key, n, first in rows
+                    ],
+                )
 
     def add_labels(self, model: str, items: Iterable[LabelItem]) -> FeedbackResult:
         """Join labels to logged predictions of ``model``; unknown ones are reported back."""
         result = FeedbackResult()
         now = time.time()
+        found_rows: list[tuple[Any, int, Any]] = []
         with self.engine.begin() as conn:
             to_store = []
             for item in items:
@@ -271,16 +329,7 @@ class FeedbackStore:
                         "ts": now,
                     }
                 )
-                result.joined.append(
-                    LabelledRow(
-                        version=found.version,
-                        request_id=found.request_id,
-                        row=item.row,
-                        ts=found.ts,
-                        outputs=row_of(orjson.loads(found.outputs), item.row),
-                        label=item.label,
-                    )
-                )
+                found_rows.append((found, item.row, item.label))
             if to_store:
                 stmt = sqlite_insert(labels)
                 stmt = stmt.on_conflict_do_update(
@@ -288,8 +337,52 @@ class FeedbackStore:
                     set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
                 )
                 conn.execute(stmt, to_store)
-        result.accepted = len(result.joined)
+        outputs = self._outputs(model, [(f, row) for f, row, _ in found_rows])
+        for (found, row, label), out in zip(found_rows, outputs, strict=True):
+            if out is not None:  # None: its segment was deleted by retention
+                result.joined.append(
+                    LabelledRow(
+                        version=found.version,
+                        request_id=found.request_id,
+                        row=row,
+                        ts=found.ts,
+                        outputs=out,
+                        label=label,
+                    )
+                )
+        result.accepted = len(found_rows)
         return result
+
+    def _outputs(self, model: str, found: Sequence[tuple[Any, int]]) -> list[dict[str, Any] | None]:
+        """Outputs of logged rows: from the index, or read from their segments in bulk.
+
+        ``found`` holds (prediction row of the index, example row) pairs. A row whose
+        segment is gone (retention) gets None.
+        """
+        from shipyard.monitoring import _segments
+
+        out: list[dict[str, Any] | None] = [None] * len(found)
+        wanted: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for i, (pred, row) in enumerate(found):
+            if pred.outputs:
+                out[i] = row_of(orjson.loads(pred.outputs), row)
+            elif pred.segment is not None:
+                wanted.setdefault((pred.version, pred.segment), []).append(
+                    (i, pred.first_row + row)
+                )
+        for (version, segment), places in wanted.items():
+            path = self._segment_path(model, version, segment)
+            if path is None or not path.is_file():
+                continue
+            values = _segments.outputs_at(path.read_bytes(), [r for _, r in places])
+            for (i, _), value in zip(places, values, strict=True):
+                out[i] = value
+        return out
+
+    def _segment_path(self, model: str, version: str, segment: str) -> Path | None:
+        if self.segments is None or "/" in segment or segment.startswith("."):
+            return None
+        return self.segments / model / version / segment
 
     def labelled(
         self, model: str, version: str | None = None, since: float | None = None
@@ -302,6 +395,8 @@ class FeedbackStore:
                 labels.c.row,
                 predictions.c.ts,
                 predictions.c.outputs,
+                predictions.c.segment,
+                predictions.c.first_row,
                 labels.c.label,
             )
             .join(
@@ -317,17 +412,20 @@ class FeedbackStore:
         if since is not None:
             q = q.where(predictions.c.ts >= since)
         with self.engine.connect() as conn:
-            return [
-                LabelledRow(
-                    version=r.version,
-                    request_id=r.request_id,
-                    row=r.row,
-                    ts=r.ts,
-                    outputs=row_of(orjson.loads(r.outputs), r.row),
-                    label=orjson.loads(r.label),
-                )
-                for r in conn.execute(q)
-            ]
+            found = list(conn.execute(q))
+        outputs = self._outputs(model, [(r, r.row) for r in found])
+        return [
+            LabelledRow(
+                version=r.version,
+                request_id=r.request_id,
+                row=r.row,
+                ts=r.ts,
+                outputs=out,
+                label=orjson.loads(r.label),
+            )
+            for r, out in zip(found, outputs, strict=True)
+            if out is not None
+        ]
 
     def counts(self, model: str) -> dict[str, dict[str, int]]:
         """Per version: predictions logged and labels joined."""

@@ -42,7 +42,7 @@ import pyarrow as pa
 from shipyard._utils import faults
 from shipyard._utils.fs import fsync_dir
 from shipyard.monitoring import _segments
-from shipyard.monitoring._segments import Privacy, Request
+from shipyard.monitoring._segments import SEGMENTS, Privacy, Request
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 Arrays = Mapping[str, "npt.NDArray[Any]"]
 
-SEGMENTS = "segments"
 SUFFIX = ".arrow"
 _LEGACY_SUFFIX = ".jsonl"
 
@@ -69,6 +68,7 @@ class _Segment:
         self.final = folder / name
         self.staged = folder / f".{name}.tmp"
         self.schema = schema
+        self.rows = 0
         # Arrow writes the batches' buffers to the file itself, the GIL released
         self._file = pa.OSFile(str(self.staged), "wb")
         self._writer = pa.ipc.new_file(self._file, schema)
@@ -230,37 +230,55 @@ class PredictionLog:
             return total
 
     def _write_version(self, model: str, version: str, requests: list[Request]) -> int:
-        """Write one model version's requests (a segment per schema); index them; notify."""
-        indexed: list[tuple[str, float, str | None, int, bytes]] = []
+        """Write one model version's requests (a segment per schema), and index them."""
         segment: _Segment | None = None
-        rows = 0
+        index: list[tuple[str, float, str | None, int, int]] = []
+        written = 0
         try:
             for part in _segments.encode(
-                model,
-                version,
-                requests,
-                self._privacy,
-                index=self.store is not None,
-                scratch=self._scratch,
+                model, version, requests, self._privacy, scratch=self._scratch
             ):
                 if segment is not None and part.batch.schema != segment.schema:
-                    segment.commit()
-                    segment = None
+                    self._commit(model, version, segment, index)
+                    segment, index = None, []
                 if segment is None:
                     segment = self._open_segment(model, version, part.batch.schema)
                 segment.write(part.batch)  # before the next chunk reuses the scratch buffers
-                rows += part.batch.num_rows
-                indexed.extend(part.index)
+                if self.store is not None:
+                    reqs = part.requests
+                    firsts = np.cumsum(part.counts) - part.counts + segment.rows
+                    index.extend(
+                        zip(
+                            [r.request_id for r in reqs],
+                            [r.ts for r in reqs],
+                            [r.key for r in reqs],
+                            part.counts,
+                            firsts.tolist(),
+                            strict=True,
+                        )
+                    )
+                segment.rows += part.batch.num_rows
+                written += part.batch.num_rows
                 time.sleep(0)  # hand the GIL to the serving thread between chunks
             if segment is not None:
-                segment.commit()
+                self._commit(model, version, segment, index)
                 segment = None
         finally:
             if segment is not None:
                 segment.abandon()
+        return written
+
+    def _commit(
+        self,
+        model: str,
+        version: str,
+        segment: _Segment,
+        index: list[tuple[str, float, str | None, int, int]],
+    ) -> None:
+        path = segment.commit()
         if self.store is not None:
-            self.store.index_rows(model, version, indexed)
-        return rows
+            # indexed once the segment is in place: a label can only find a written row
+            self.store.index_segment(model, version, path.name, index)
 
     def _open_segment(self, model: str, version: str, schema: pa.Schema) -> _Segment:
         folder = self.segments_dir / model / version

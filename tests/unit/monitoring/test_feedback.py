@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shipyard.errors import InvalidData
@@ -104,3 +105,55 @@ def test_live_quality_uses_the_evaluation_metrics(store: FeedbackStore) -> None:
     reg = quality_of(rows, task="regression", scores_output="label")
     assert reg["n"] == 6 and "rmse" in reg
     assert quality_of([], task="classification") == {"n": 0}
+
+
+def test_labels_join_outputs_read_from_segments_also_without_sqlite_json(
+    tmp_path: Path,
+) -> None:
+    from shipyard.config import MonitoringSettings
+    from shipyard.monitoring.predlog import PredictionLog
+
+    for portable in (False, True):
+        root = tmp_path / str(portable)
+        store = FeedbackStore.open(root)
+        store._sqlite = not portable  # the dialect-neutral insert, as PostgreSQL would use
+        log = PredictionLog(root, MonitoringSettings(), store=store)
+        log.record("a", "m", "1", {"x": np.ones((2, 2))}, {"y": np.array([5, 6])}, 0.0)
+        log.record("b", "m", "1", {"x": np.ones((1, 2))}, {"y": np.array([7])}, 0.0)
+        log.flush()
+        items = parse_labels(
+            {"labels": [{"request_id": "b", "label": 7}, {"request_id": "a", "row": 1, "label": 0}]}
+        )
+        result = store.add_labels("m", items)
+        assert result.accepted == 2 and not result.unknown
+        assert sorted((r.request_id, r.row, r.outputs["y"]) for r in result.joined) == [
+            ("a", 1, 6),
+            ("b", 0, 7),
+        ]
+        assert [(r.request_id, r.outputs["y"], r.label) for r in store.labelled("m")] == [
+            ("a", 6, 0),
+            ("b", 7, 7),
+        ]
+        for segment in (root / "segments").rglob("*.arrow"):  # retention took them
+            segment.unlink()
+        assert store.labelled("m") == []
+        assert store.counts("m")["1"]["labels"] == 2  # the labels themselves are kept
+        store.close()
+
+
+def test_a_database_from_before_segment_indexing_gains_its_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "feedback.db") as db:
+        db.execute(
+            "CREATE TABLE predictions (model VARCHAR(64), request_id VARCHAR(128), "
+            "version VARCHAR(16) NOT NULL, ts FLOAT NOT NULL, key VARCHAR(256), "
+            "rows INTEGER NOT NULL, outputs TEXT NOT NULL, PRIMARY KEY (model, request_id))"
+        )
+        db.execute("INSERT INTO predictions VALUES ('m', 'old', '1', 1.0, NULL, 1, '{\"y\":[3]}')")
+    store = FeedbackStore.open(tmp_path)
+    result = store.add_labels("m", parse_labels({"labels": [{"request_id": "old", "label": 3}]}))
+    assert [r.outputs for r in result.joined] == [{"y": 3}]  # the old row, read as before
+    store.index_segment("m", "1", "s.arrow", [("new", 2.0, None, 1, 0)])
+    assert store.counts("m")["1"]["predictions"] == 2
+    store.close()
