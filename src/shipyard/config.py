@@ -69,8 +69,9 @@ class RuntimeSettings(_Section):
     """Threads inside one operator (0 lets ONNX Runtime choose: one per core)."""
     inter_op_threads: int = Field(1, ge=0)
     """Threads running independent operators in parallel (0 lets ONNX Runtime choose)."""
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    """ONNX Runtime execution providers, in order of preference."""
+    providers: tuple[str, ...] = ("auto",)
+    """ONNX Runtime execution providers, in order of preference; ``auto``: CUDA when this
+    onnxruntime build and machine have it (``onnxruntime-gpu``), then the CPU."""
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime's online graph optimization level."""
     allowed_op_domains: tuple[str, ...] = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")

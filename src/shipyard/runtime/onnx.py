@@ -36,11 +36,25 @@ if TYPE_CHECKING:
 
     from shipyard.spec import ModelManifest, Tensors
 
-__all__ = ["OnnxRuntime", "check_model_safety"]
+__all__ = ["OnnxRuntime", "check_model_safety", "expand_providers"]
 
 logger = logging.getLogger(__name__)
 
 _CPU = "CPUExecutionProvider"
+
+
+_CUDA = "CUDAExecutionProvider"
+
+
+def expand_providers(wanted: Sequence[str], available: set[str] | frozenset[str]) -> list[str]:
+    """``wanted`` with ``auto`` replaced by CUDA (when ``available`` has it) then the CPU."""
+    out: list[str] = []
+    for name in wanted:
+        if name == "auto":
+            out.extend([_CUDA, _CPU] if _CUDA in available else [_CPU])
+        else:
+            out.append(name)
+    return out
 
 
 def _ort_errors() -> tuple[type[BaseException], ...]:
@@ -173,10 +187,11 @@ class OnnxRuntime:
         return opts
 
     def _providers(self) -> list[str]:
+        """The providers to ask for: the settings' that this build has (``auto`` expanded)."""
         import onnxruntime as ort
 
         available = set(ort.get_available_providers())
-        wanted = list(dict.fromkeys(self.settings.providers))
+        wanted = list(dict.fromkeys(expand_providers(self.settings.providers, available)))
         missing = [p for p in wanted if p not in available]
         chosen = [p for p in wanted if p in available]
         if missing:

@@ -15,6 +15,7 @@ from shipyard.errors import (
     SignatureMismatch,
 )
 from shipyard.runtime import OnnxRuntime, RuntimeState
+from shipyard.runtime.onnx import expand_providers
 from shipyard.spec import DType, Signature, TensorSpec
 from shipyard.testing import make_tiny_manifest, make_tiny_onnx_model
 
@@ -174,3 +175,29 @@ def test_unavailable_provider_warns_and_falls_back_to_cpu(tiny_onnx: Path) -> No
         rt.load(tiny_onnx, make_tiny_manifest())
     assert rt.providers == ["CPUExecutionProvider"]
     assert rt.predict({"x": np.zeros((1, 4), np.float32)})["y"].shape == (1, 2)
+
+
+def test_auto_providers_put_cuda_first_only_where_the_build_has_it() -> None:
+    cpu, cuda = "CPUExecutionProvider", "CUDAExecutionProvider"
+    assert expand_providers(("auto",), {cpu}) == [cpu]
+    assert expand_providers(("auto",), {cpu, cuda}) == [cuda, cpu]
+    assert expand_providers(("TensorrtExecutionProvider", "auto"), {cpu}) == [
+        "TensorrtExecutionProvider",
+        cpu,
+    ]
+
+
+def test_default_settings_load_on_what_this_machine_has(tiny_onnx: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never asks for a provider the build lacks
+        rt = OnnxRuntime(RuntimeSettings(intra_op_threads=1))
+        rt.load(tiny_onnx, make_tiny_manifest())
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert rt.providers[0] == ("CUDAExecutionProvider" if has_cuda else "CPUExecutionProvider")
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    expected = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
+    np.testing.assert_allclose(rt.predict({"x": x})["y"], expected, rtol=1e-3, atol=1e-4)
