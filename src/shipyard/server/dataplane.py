@@ -58,6 +58,8 @@ class ModelState:
     state: str = "LOADING"  # LOADING | READY | UNAVAILABLE | UNLOADED
     reason: str = ""
     version: int | None = None
+    configured: bool = False
+    """Named at startup: the server is ready only once it is loaded (until unloaded)."""
 
 
 class ServedModel:
@@ -395,8 +397,15 @@ class DataPlane:
     # ---- metadata and readiness ---------------------------------------------------------
 
     def ready(self) -> bool:
-        """True when every configured ref is loaded."""
-        return all(s.state == "READY" for s in self._states.values())
+        """True when every ref configured at startup is loaded (or was unloaded since).
+
+        A load or unload through the management API changes that model's readiness, not
+        the server's: an operator's unload is intended, and a failed management load is
+        reported on the model's own endpoints.
+        """
+        return all(
+            s.state in ("READY", "UNLOADED") for s in self._states.values() if s.configured
+        )
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """True when the named model (version) can serve requests now."""
@@ -442,6 +451,8 @@ class DataPlane:
 
     async def start(self, refs: Sequence[str]) -> None:
         """Load every ref (concurrently); a failure is recorded and does not stop the rest."""
+        for ref in refs:
+            self._states.setdefault(_route_name(ref), ModelState(ref=ref)).configured = True
         await asyncio.gather(*(self.load(ref) for ref in refs), return_exceptions=True)
         interval = self.settings.server.registry_poll_s
         if interval > 0 and self._poll_task is None:
