@@ -338,8 +338,9 @@ def _numbers_from_json(
                 hint="Raise SHIPYARD_SERVER__MAX_JSON_DEPTH if this is intended.",
             )
     try:
-        arr = np.asarray(data, dtype=np_dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
+        with np.errstate(over="raise"):  # 1e39 as FP32 is an error, not a silent inf
+            arr = np.asarray(data, dtype=np_dtype)
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise InvalidData(
             f"Input {name!r} data must be a (nested) list of {dtype.value} values. "
             f"Got values that are not: {str(exc)[:100]}"
@@ -679,10 +680,11 @@ def _tfs_array(
             if arr.dtype.kind in "USO":
                 dtype = DType.BYTES
         elif dtype is not DType.BYTES:
-            arr = np.asarray(value, dtype=_NUMPY[dtype])
+            with np.errstate(over="raise"):
+                arr = np.asarray(value, dtype=_NUMPY[dtype])
         if dtype is DType.BYTES:
             arr = np.asarray(value, dtype=object)
-    except (ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         kind = dtype.value if dtype is not None else "numeric"
         raise InvalidData(
             f"Input {name!r} must be a regular (nested) list of {kind} values. "

@@ -206,8 +206,9 @@ def _examples_to_inputs(model: ServedModel, body: dict[str, Any]) -> dict[str, A
                 hint="Register the model with feature names (fit it on a DataFrame).",
             )
     try:
-        arr = np.asarray(rows, dtype=spec.dtype.to_numpy())
-    except (TypeError, ValueError) as exc:
+        with np.errstate(over="raise"):
+            arr = np.asarray(rows, dtype=spec.dtype.to_numpy())
+    except (TypeError, ValueError, OverflowError, FloatingPointError) as exc:
         raise InvalidData(f"Example features must be numbers: {exc}") from exc
     return {spec.name: arr}
 

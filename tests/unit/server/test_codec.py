@@ -122,6 +122,17 @@ def test_bytes_length_prefix_running_past_the_end_is_refused() -> None:
             "FP32",
         ),
         ([{"name": "x", "shape": [1], "datatype": "FP32"}], InvalidData, "data"),
+        # a number beyond the datatype's range is an error, not a silent inf
+        (
+            [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 1e39]}],
+            InvalidInputError,
+            "overflow",
+        ),
+        (
+            [{"name": "x", "shape": [1], "datatype": "FP16", "data": [70000]}],
+            InvalidInputError,
+            "overflow",
+        ),
         ([{"shape": [1], "datatype": "FP32", "data": [1]}], InvalidData, "name"),
         ([], InvalidData, "inputs"),
     ],
