@@ -403,9 +403,7 @@ class DataPlane:
         the server's: an operator's unload is intended, and a failed management load is
         reported on the model's own endpoints.
         """
-        return all(
-            s.state in ("READY", "UNLOADED") for s in self._states.values() if s.configured
-        )
+        return all(s.state in ("READY", "UNLOADED") for s in self._states.values() if s.configured)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """True when the named model (version) can serve requests now."""
