@@ -20,9 +20,11 @@ fixed-size list of the example's values in C order with the example's shape in t
 metadata (``shape``: JSON). BYTES tensors are lists of binary values. Privacy rules change
 the type: ``summary`` gives a struct (count, nan, mean, min, max), ``hash`` a string.
 
-Requests are grouped by their tensors' dtypes and per-example shapes and concatenated
-with numpy, so the Python work per request is a few list appends: the bytes are moved by
-numpy and Arrow in C.
+The request path queues :class:`Entry` objects: one per request, or one per batch that
+the batcher ran (its tensors already stacked, so a batch of 8 costs about what one request
+does). The writer concatenates entries' tensors with numpy into reused buffers and builds
+Arrow arrays from their memory, so the Python work per request is a few list items; the
+bytes are moved by numpy and Arrow in C.
 
 Imports: numpy, orjson, pyarrow (only when the prediction log is on).
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,8 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Encoded",
+    "Entry",
     "Privacy",
-    "Request",
     "decode_requests",
     "decode_rows",
     "encode",
@@ -65,17 +68,30 @@ CHUNK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
-class Request:
-    """One logged request as the request path queued it (nothing copied, nothing encoded)."""
+class Entry:
+    """Requests logged together, as the request path queued them (nothing copied).
 
-    request_id: str
+    One request, or every request of a batch the batcher ran as one call: its tensors
+    then hold all their examples stacked, and ``counts`` says how many rows each request
+    has. Logging a batch as one entry is what keeps the cost per request low.
+    """
+
     model: str
     version: str
     ts: float
-    latency_ms: float
-    key: str | None
+    request_ids: list[str]
+    keys: list[str | None]
+    latency_ms: list[float]
+    counts: list[int] | None
+    """Rows per request; None for a single request (its tensors say)."""
     inputs: Arrays
     outputs: Arrays
+
+    def rows(self) -> list[int]:
+        """Rows per request."""
+        if self.counts is not None:
+            return self.counts
+        return [rows_in(self.outputs) or rows_in(self.inputs) or 1]
 
 
 def rows_in(tensors: Arrays) -> int:
@@ -248,7 +264,7 @@ def _json_rows(
     parts: list[npt.NDArray[Any]],
     rule: Rule | None,
     privacy: Privacy,
-    counts: npt.NDArray[np.int32],
+    counts: list[int],
 ) -> pa.Array:
     """Each example's value as JSON text: the slow path, for mixed dtypes or shapes.
 
@@ -264,7 +280,7 @@ def _json_rows(
 
     dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
     texts: list[str] = []
-    for part, n in zip(parts, counts.tolist(), strict=True):
+    for part, n in zip(parts, counts, strict=True):
         if part.ndim and part.shape[0] == n:
             texts.extend(dumps(value(v), default=json_default, option=opt).decode() for v in part)
         else:
@@ -276,12 +292,13 @@ def _column(
     parts: list[npt.NDArray[Any]],
     rule: Rule | None,
     privacy: Privacy,
-    counts: npt.NDArray[np.int32],
+    counts: list[int],
     scratch: tuple[dict[str, Any], str] | None,
 ) -> tuple[pa.Array, dict[bytes, bytes]]:
+    """One field of a chunk: ``parts`` (one per entry) hold ``counts`` rows each."""
     first = parts[0]
     batch_major = (
-        [p.shape[0] if p.ndim else -1 for p in parts] == counts.tolist()
+        [p.shape[0] if p.ndim else -1 for p in parts] == counts
         and len({p.dtype for p in parts}) == 1
         and first.dtype.kind not in "cmMV"
         and 0 not in first.shape[1:]
@@ -302,8 +319,8 @@ def _column(
 
 
 def _struct(
-    requests: Sequence[Request],
-    counts: npt.NDArray[np.int32],
+    entries: Sequence[Entry],
+    entry_rows: list[int],
     privacy: Privacy,
     scratch: dict[str, Any] | None,
     *,
@@ -311,14 +328,14 @@ def _struct(
 ) -> pa.StructArray | None:
     fields: list[pa.Field] = []
     arrays: list[pa.Array] = []
-    first = requests[0].inputs if inputs else requests[0].outputs
+    first = entries[0].inputs if inputs else entries[0].outputs
     for name in first:
         rule = privacy.rule(name, inputs=inputs)
         if rule == "drop":
             continue
-        parts = [(r.inputs if inputs else r.outputs)[name] for r in requests]
+        parts = [(e.inputs if inputs else e.outputs)[name] for e in entries]
         where = (scratch, f"{'in' if inputs else 'out'}:{name}") if scratch is not None else None
-        array, meta = _column(parts, rule, privacy, counts, where)
+        array, meta = _column(parts, rule, privacy, entry_rows, where)
         fields.append(pa.field(name, array.type, metadata=meta or None))
         arrays.append(array)
     if not fields:
@@ -329,21 +346,50 @@ def _struct(
 FORMAT = b"shipyard.predlog/1"
 
 
-def _batch(
+@dataclass(slots=True)
+class Encoded:
+    """A chunk of one model version's entries as a record batch, and its requests."""
+
+    batch: pa.RecordBatch
+    request_ids: list[str]
+    ts: list[float]
+    keys: list[str | None]
+    counts: list[int]
+    """Rows per request, in order: request ``i`` starts at row ``sum(counts[:i])``."""
+
+
+def _encode_chunk(
     model: str,
     version: str,
-    requests: Sequence[Request],
-    counts: npt.NDArray[np.int32],
+    entries: Sequence[Entry],
     privacy: Privacy,
     scratch: dict[str, Any] | None,
-) -> pa.RecordBatch:
-    total = int(counts.sum())
-    repeat = None if total == len(requests) else counts
+) -> Encoded:
+    per_entry = [e.rows() for e in entries]
+    single = all(len(c) == 1 for c in per_entry)
+    if single:
+        counts = [c[0] for c in per_entry]
+        ids = [e.request_ids[0] for e in entries]
+        keys = [e.keys[0] for e in entries]
+        latency = [e.latency_ms[0] for e in entries]
+        ts = [e.ts for e in entries]
+        entry_rows = counts
+    else:
+        chain = itertools.chain.from_iterable
+        counts = list(chain(per_entry))
+        ids = list(chain(e.request_ids for e in entries))
+        keys = list(chain(e.keys for e in entries))
+        latency = list(chain(e.latency_ms for e in entries))
+        ts = list(chain([e.ts] * len(e.request_ids) for e in entries))
+        entry_rows = [sum(c) for c in per_entry]
+    rows = np.asarray(counts, dtype=np.int32)
+    total = int(rows.sum())
+    repeat = None if total == len(counts) else rows
     if repeat is None:
         row = np.zeros(total, dtype=np.int32)
     else:
-        starts = np.cumsum(counts) - counts
-        row = (np.arange(total) - np.repeat(starts, counts)).astype(np.int32)
+        starts = np.cumsum(rows) - rows
+        row = (np.arange(total) - np.repeat(starts, rows)).astype(np.int32)
 
     def numbers(values: Any, dtype: Any) -> pa.Array:
         arr = np.asarray(values, dtype=dtype)
@@ -351,15 +397,15 @@ def _batch(
 
     names = ["request_id", "row", "rows", "ts", "latency_ms", "key"]
     arrays = [
-        _strings(_repeat([r.request_id for r in requests], repeat)),
+        _strings(_repeat(ids, repeat)),
         _primitive(row),
-        numbers(counts, np.int32),
-        numbers([r.ts for r in requests], np.float64),
-        numbers([r.latency_ms for r in requests], np.float64),
-        _strings(_repeat([r.key for r in requests], repeat)),
+        numbers(rows, np.int32),
+        numbers(ts, np.float64),
+        numbers(latency, np.float64),
+        _strings(_repeat(keys, repeat)),
     ]
     for part, is_inputs in (("inputs", True), ("outputs", False)):
-        struct = _struct(requests, counts, privacy, scratch, inputs=is_inputs)
+        struct = _struct(entries, entry_rows, privacy, scratch, inputs=is_inputs)
         if struct is not None:
             names.append(part)
             arrays.append(struct)
@@ -367,23 +413,13 @@ def _batch(
         [pa.field(n, a.type) for n, a in zip(names, arrays, strict=True)],
         metadata={b"model": model.encode(), b"version": version.encode(), b"format": FORMAT},
     )
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return Encoded(pa.RecordBatch.from_arrays(arrays, schema=schema), ids, ts, keys, counts)
 
 
-@dataclass(slots=True)
-class Encoded:
-    """A chunk of one model version's requests as a record batch, and its requests' rows."""
+def _chunks(members: list[Entry]) -> Iterator[list[Entry]]:
+    """Runs of at most ``CHUNK`` entries and about ``CHUNK_BYTES`` of inputs.
 
-    batch: pa.RecordBatch
-    requests: list[Request]
-    counts: list[int]
-    """Examples per request, in order: request ``i`` starts at row ``sum(counts[:i])``."""
-
-
-def _chunks(members: list[Request]) -> Iterator[list[Request]]:
-    """Runs of at most ``CHUNK`` requests and about ``CHUNK_BYTES`` of inputs.
-
-    The first request's size stands for all: requests of one model are alike.
+    The first entry's size stands for all: requests of one model are alike.
     """
     size = sum(a.nbytes for a in members[0].inputs.values())
     step = max(1, min(CHUNK, CHUNK_BYTES // max(size, 1)))
@@ -394,27 +430,25 @@ def _chunks(members: list[Request]) -> Iterator[list[Request]]:
 def encode(
     model: str,
     version: str,
-    requests: Sequence[Request],
+    entries: Sequence[Entry],
     privacy: Privacy,
     *,
     scratch: dict[str, Any] | None = None,
 ) -> Iterator[Encoded]:
-    """One model version's requests as record batches of up to ``CHUNK`` requests each.
+    """One model version's entries as record batches of up to ``CHUNK`` entries each.
 
-    Requests are grouped by field names first, so a batch's columns are the same for
+    Entries are grouped by field names first, so a batch's columns are the same for
     every request in it; tensors whose shapes or dtypes differ within a batch are
     written as JSON text (a rare, slower path). With ``scratch``, tensors are
     concatenated into buffers reused from chunk to chunk: a batch is then valid only
     until the next one is made (write it first).
     """
-    groups: dict[tuple[Any, ...], list[Request]] = {}
-    for req in requests:
-        groups.setdefault((*req.inputs, None, *req.outputs), []).append(req)
+    groups: dict[tuple[Any, ...], list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault((*entry.inputs, None, *entry.outputs), []).append(entry)
     for members in groups.values():
         for chunk in _chunks(members):
-            n = [rows_in(r.outputs) or rows_in(r.inputs) or 1 for r in chunk]
-            counts = np.asarray(n, dtype=np.int32)
-            yield Encoded(_batch(model, version, chunk, counts, privacy, scratch), chunk, n)
+            yield _encode_chunk(model, version, chunk, privacy, scratch)
 
 
 # ---- reading ----------------------------------------------------------------------------

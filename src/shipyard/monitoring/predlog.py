@@ -42,7 +42,7 @@ import pyarrow as pa
 from shipyard._utils import faults
 from shipyard._utils.fs import fsync_dir
 from shipyard.monitoring import _segments
-from shipyard.monitoring._segments import SEGMENTS, Privacy, Request
+from shipyard.monitoring._segments import SEGMENTS, Entry, Privacy
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -125,7 +125,7 @@ class PredictionLog:
         self.segments_dir = root / SEGMENTS
         self.dropped = 0
         self.written_rows = 0
-        self._queue: deque[Request] = deque()
+        self._queue: deque[Entry] = deque()
         self._limit = settings.queue_size
         self._high_water = max(1, settings.queue_size // 2)
         self._rate = settings.sample_rate
@@ -159,9 +159,49 @@ class PredictionLog:
             self.dropped += 1
             return
         queue.append(
-            Request(request_id, model, version, time.time(), latency_s * 1000, key, inputs, outputs)
+            Entry(
+                model,
+                version,
+                time.time(),
+                [request_id],
+                [key],
+                [latency_s * 1000],
+                None,
+                inputs,
+                outputs,
+            )
         )
         if len(queue) == self._high_water:  # half full: write now, before it overflows
+            self._wake.set()
+
+    def record_batch(
+        self,
+        model: str,
+        version: str,
+        request_ids: list[str],
+        keys: list[str | None],
+        latency_ms: list[float],
+        counts: list[int],
+        inputs: Arrays,
+        outputs: Arrays,
+    ) -> None:
+        """Queue the requests of one batch: their inputs and outputs stacked, as run.
+
+        ``counts`` are the rows of each request, in the stacked tensors' order. One queue
+        entry for the batch, however many requests it holds (sampled as one).
+        """
+        if self._rate < 1.0 and random.random() >= self._rate:
+            return
+        queue = self._queue
+        if len(queue) >= self._limit:
+            self.dropped += len(request_ids)
+            return
+        queue.append(
+            Entry(
+                model, version, time.time(), request_ids, keys, latency_ms, counts, inputs, outputs
+            )
+        )
+        if len(queue) == self._high_water:
             self._wake.set()
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -204,7 +244,7 @@ class PredictionLog:
         """Write everything queued now (one segment per model version); return rows written."""
         with self._flush_lock:
             queue = self._queue
-            taken: list[Request] = []
+            taken: list[Entry] = []
             while queue:
                 taken.append(queue.popleft())
             dropped = self.dropped - self._dropped_reported
@@ -220,7 +260,7 @@ class PredictionLog:
                     self.on_drop(dropped)
             if not taken:
                 return 0
-            by_version: dict[tuple[str, str], list[Request]] = {}
+            by_version: dict[tuple[str, str], list[Entry]] = {}
             for req in taken:
                 by_version.setdefault((req.model, req.version), []).append(req)
             total = 0
@@ -229,14 +269,14 @@ class PredictionLog:
             self.written_rows += total
             return total
 
-    def _write_version(self, model: str, version: str, requests: list[Request]) -> int:
+    def _write_version(self, model: str, version: str, entries: list[Entry]) -> int:
         """Write one model version's requests (a segment per schema), and index them."""
         segment: _Segment | None = None
         index: list[tuple[str, float, str | None, int, int]] = []
         written = 0
         try:
             for part in _segments.encode(
-                model, version, requests, self._privacy, scratch=self._scratch
+                model, version, entries, self._privacy, scratch=self._scratch
             ):
                 if segment is not None and part.batch.schema != segment.schema:
                     self._commit(model, version, segment, index)
@@ -245,13 +285,12 @@ class PredictionLog:
                     segment = self._open_segment(model, version, part.batch.schema)
                 segment.write(part.batch)  # before the next chunk reuses the scratch buffers
                 if self.store is not None:
-                    reqs = part.requests
                     firsts = np.cumsum(part.counts) - part.counts + segment.rows
                     index.extend(
                         zip(
-                            [r.request_id for r in reqs],
-                            [r.ts for r in reqs],
-                            [r.key for r in reqs],
+                            part.request_ids,
+                            part.ts,
+                            part.keys,
                             part.counts,
                             firsts.tolist(),
                             strict=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -62,6 +63,22 @@ class ModelState:
     """Named at startup: the server is ready only once it is loaded (until unloaded)."""
 
 
+class LoggedItem:
+    """A request's checked inputs and what the prediction log records about it.
+
+    With the log on, this is what the batcher queues: the batch that runs it is then
+    logged as one entry, its inputs and outputs already stacked.
+    """
+
+    __slots__ = ("inputs", "key", "request_id", "started")
+
+    def __init__(self, inputs: Arrays, request_id: str, key: str | None, started: float) -> None:
+        self.inputs = inputs
+        self.request_id = request_id
+        self.key = key
+        self.started = started
+
+
 class ServedModel:
     """One loaded version as the server serves it: runtime, batcher, metrics, checks."""
 
@@ -70,8 +87,10 @@ class ServedModel:
         loaded: LoadedModel,
         batching: BatchingSettings,
         metrics: ServerMetrics,
+        log: PredictionLog | None = None,
     ) -> None:
         self.loaded = loaded
+        self.log = log
         self.name = loaded.name
         self.version = loaded.version
         self.version_str = str(loaded.version)
@@ -89,9 +108,9 @@ class ServedModel:
             len(s.shape) >= 1 and s.shape[0] is None
             for s in (*self.signature.inputs, *self.signature.outputs)
         )
-        self.batcher: DynamicBatcher[Arrays, Arrays] | None = (
+        self.batcher: DynamicBatcher[Any, Arrays] | None = (
             DynamicBatcher(
-                self._run_batch,
+                self._run_batch if log is None else self._run_logged_batch,
                 batching,
                 on_batch=self._on_batch,
             )
@@ -127,6 +146,39 @@ class ServedModel:
             return [self.runtime.predict(items[0])]
         merged, offsets = stack(items)
         return split(self.runtime.predict(merged), offsets)
+
+    def _run_logged_batch(self, items: list[LoggedItem]) -> list[Arrays]:
+        """Run a batch and queue it for the prediction log as one entry."""
+        log = self.log
+        assert log is not None
+        if len(items) == 1:
+            item = items[0]
+            outputs = self.runtime.predict(item.inputs)
+            latency = time.perf_counter() - item.started
+            log.record(
+                item.request_id,
+                self.name,
+                self.version_str,
+                item.inputs,
+                outputs,
+                latency,
+                item.key,
+            )
+            return [outputs]
+        merged, offsets = stack([item.inputs for item in items])
+        outputs = self.runtime.predict(merged)
+        done = time.perf_counter()
+        log.record_batch(
+            self.name,
+            self.version_str,
+            [item.request_id for item in items],
+            [item.key for item in items],
+            [(done - item.started) * 1000 for item in items],
+            [b - a for a, b in itertools.pairwise(offsets)],
+            merged,
+            outputs,
+        )
+        return split(outputs, offsets)
 
 
 class _Hold:
@@ -271,7 +323,7 @@ class DataPlane:
             DeadlineExceeded: the deadline passed before the request ran.
             InferenceError: the engine failed.
         """
-        log = self.predlog
+        log = model.log
         if log is not None:
             return self._infer_logged(log, model, inputs, deadline, key)
         batcher = model.batcher
@@ -289,32 +341,39 @@ class DataPlane:
         # the runtime validates what it runs; checking here too would do it twice
         return model.run(inputs)
 
-    async def _infer_logged(
+    def _infer_logged(
         self,
         log: PredictionLog,
         model: ServedModel,
         inputs: Arrays,
         deadline: float | None,
         key: str | None,
-    ) -> Arrays:
+    ) -> Awaitable[Arrays]:
         started = time.perf_counter()
         checked = model.check(inputs)
+        request_id = request_id_var.get() or _fallback_request_id()
         batcher = model.batcher
         if batcher is None:
-            if deadline is not None and deadline <= time.monotonic():
-                raise DeadlineExceeded("The request's deadline passed before it could run.")
-            outputs = model.run(checked)
-        else:
-            outputs = await batcher.submit(checked, deadline=deadline, key=shape_key(checked))
-        log.record(
-            request_id_var.get() or _fallback_request_id(),
-            model.name,
-            model.version_str,
-            checked,
-            outputs,
-            time.perf_counter() - started,
-            key,
-        )
+            return self._run_logged_inline(log, model, checked, deadline, key, request_id, started)
+        # the batch that runs it records it (ServedModel._run_logged_batch)
+        item = LoggedItem(checked, request_id, key, started)
+        return batcher.submit(item, deadline=deadline, key=shape_key(checked))
+
+    async def _run_logged_inline(
+        self,
+        log: PredictionLog,
+        model: ServedModel,
+        checked: Arrays,
+        deadline: float | None,
+        key: str | None,
+        request_id: str,
+        started: float,
+    ) -> Arrays:
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("The request's deadline passed before it could run.")
+        outputs = model.run(checked)
+        elapsed = time.perf_counter() - started
+        log.record(request_id, model.name, model.version_str, checked, outputs, elapsed, key)
         return outputs
 
     async def monitoring(self, name: str, window: int = 1000) -> dict[str, Any]:
@@ -492,7 +551,7 @@ class DataPlane:
                     self.model_settings.get(ref, {}).get("batching"),
                     where=ref,
                 )
-                served = ServedModel(loaded, batching, self.metrics)
+                served = ServedModel(loaded, batching, self.metrics, self.predlog)
                 if served.batcher is not None:
                     await served.batcher.start()
                 self._served[key] = served

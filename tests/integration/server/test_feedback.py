@@ -188,3 +188,44 @@ def test_monitoring_report_renders_its_plots_offline(iris: RunningServer, tmp_pa
     assert page.values["cells"] == 9 and page.values["cm_total"] == 60
     assert page.values["f1_bars"] == 3
     assert not page.screenshot_blank()
+
+
+def test_batched_requests_are_logged_each_with_its_own_rows(home: Path, tmp_path: Path) -> None:
+    """Batches are logged as one entry; every request still gets exactly its rows back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shipyard.monitoring.predlog import iter_rows
+
+    settings = server_settings(home, batching={"max_batch_size": 16, "max_wait_ms": 5})
+    reg = ModelRegistry.open(settings)
+    _register_iris(reg, tmp_path)
+    reg.close()
+    server = start_server(["iris"], settings)
+    rng = np.random.default_rng(7)
+    sent = {f"r{i}": rng.random((1 + i % 3, 4), dtype=np.float32) for i in range(96)}
+    got: dict[str, list] = {}
+    try:
+        with httpx.Client(base_url=server.http) as c, ThreadPoolExecutor(8) as pool:
+            for rid, labels in zip(
+                sent, pool.map(lambda kv: _infer(c, kv[1], kv[0]), sent.items()), strict=True
+            ):
+                got[rid] = labels
+            metrics = c.get("/metrics").text
+    finally:
+        stop_server(server)  # flushes the log
+    sizes = {
+        line.split(" ")[0].split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("shipyard_batch_size_") and 'model="iris"' in line
+    }
+    assert sizes["shipyard_batch_size_sum"] > sizes["shipyard_batch_size_count"]  # batched
+    rows = list(iter_rows(settings.monitoring_dir, "iris"))
+    assert sorted((r["request_id"], r["row"]) for r in rows) == sorted(
+        (rid, i) for rid, x in sent.items() for i in range(len(x))
+    )
+    for r in rows:
+        x = sent[r["request_id"]]
+        assert r["rows"] == len(x)
+        assert r["inputs"]["X"] == x[r["row"]].tolist()
+        assert r["outputs"]["label"] == got[r["request_id"]][r["row"]]
+        assert r["latency_ms"] > 0
