@@ -338,9 +338,10 @@ def _numbers_from_json(
                 hint="Raise SHIPYARD_SERVER__MAX_JSON_DEPTH if this is intended.",
             )
     try:
-        with np.errstate(over="raise"):  # 1e39 as FP32 is an error, not a silent inf
-            arr = np.asarray(data, dtype=np_dtype)
-    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
+        arr = np.asarray(data, dtype=np_dtype)
+    except RuntimeWarning:  # past the dtype's range (1e39 as FP32) with warnings as errors
+        arr = _overflowed(data, np_dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidData(
             f"Input {name!r} data must be a (nested) list of {dtype.value} values. "
             f"Got values that are not: {str(exc)[:100]}"
@@ -351,6 +352,16 @@ def _numbers_from_json(
             f"Got {arr.size} instead."
         )
     return arr
+
+
+def _overflowed(data: Any, np_dtype: Any) -> npt.NDArray[Any]:
+    """The array with numbers past a float dtype's range as ±inf (the NaN policy decides).
+
+    IEEE casts, Triton and TF Serving do the same. This path runs only where warnings are
+    errors (numpy warns on such casts); elsewhere the plain cast gives the same result.
+    """
+    with np.errstate(over="ignore"):
+        return np.asarray(data, dtype=np_dtype)
 
 
 def _check_binary_size(name: str, size: Any, left: int, has_header: bool) -> int:
@@ -680,11 +691,13 @@ def _tfs_array(
             if arr.dtype.kind in "USO":
                 dtype = DType.BYTES
         elif dtype is not DType.BYTES:
-            with np.errstate(over="raise"):
+            try:
                 arr = np.asarray(value, dtype=_NUMPY[dtype])
+            except RuntimeWarning:
+                arr = _overflowed(value, _NUMPY[dtype])
         if dtype is DType.BYTES:
             arr = np.asarray(value, dtype=object)
-    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         kind = dtype.value if dtype is not None else "numeric"
         raise InvalidData(
             f"Input {name!r} must be a regular (nested) list of {kind} values. "
