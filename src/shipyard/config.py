@@ -175,13 +175,15 @@ class MonitoringSettings(_Section):
     hash_salt: str = ""
     """Salt mixed into hashed fields (set it to make hashes unlinkable across deployments)."""
     queue_size: int = Field(10_000, ge=1)
-    """Requests held in memory before the writer; past it records are dropped and counted."""
+    """Requests (a batch counts once) held in memory before the writer; past it records are
+    dropped and counted."""
     flush_interval_s: float = Field(1.0, gt=0)
     """How often a segment is written: a SIGKILL loses at most this much."""
     max_age_days: float = Field(30.0, gt=0)
     """Segments older than this are deleted."""
     max_bytes: int = Field(1024**3, ge=1024)
-    """Total size of segments kept; the oldest go first."""
+    """Total size of segments kept: past it the oldest lose their inputs (their outputs
+    stay, for late labels), then the oldest go."""
     # live quality and alerts
     quality_windows: list[str] = ["5m", "1h", "last_1000"]
     """Sliding windows for live quality: '<n><s|m|h|d>' by time or 'last_<N>' by count."""

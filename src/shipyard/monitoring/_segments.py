@@ -34,13 +34,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
 import pyarrow as pa
+
+from shipyard._utils.fs import fsync_dir
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -53,6 +57,7 @@ __all__ = [
     "decode_rows",
     "encode",
     "numeric_window",
+    "without_inputs",
 ]
 
 Arrays = Mapping[str, "npt.NDArray[Any]"]
@@ -601,3 +606,29 @@ def outputs_at(data: Any, rows: Sequence[int]) -> list[dict[str, Any]]:
     (batch,) = taken.to_batches()
     fields = decoded_fields(batch, "outputs")
     return [{name: values[i] for name, values in fields.items()} for i in range(len(rows))]
+
+
+def without_inputs(path: Path) -> int | None:
+    """Rewrite a segment with its outputs only (atomically); return its new size.
+
+    None when it has no inputs left to drop. Rows stay in place, so the feedback index's
+    row numbers still point at the right outputs.
+    """
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        schema = reader.schema
+        if schema.get_field_index("inputs") < 0:
+            return None
+        keep = [n for n in schema.names if n != "inputs"]
+        table = reader.read_all().select(keep)
+    staged = path.with_name(f".{path.name}.tmp")
+    with pa.OSFile(str(staged), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    fd = os.open(staged, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(staged, path)
+    fsync_dir(path.parent)
+    return path.stat().st_size

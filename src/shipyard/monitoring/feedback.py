@@ -290,6 +290,21 @@ class FeedbackStore:
                     ],
                 )
 
+    def forget_segments(self, segments: Sequence[tuple[str, str, str]]) -> None:
+        """Drop the index rows of deleted segments: (model, version, segment name) each.
+
+        Their labels stay (counted, no longer joinable: the outputs are gone).
+        """
+        with self.engine.begin() as conn:
+            for model, version, segment in segments:
+                conn.execute(
+                    predictions.delete().where(
+                        predictions.c.model == model,
+                        predictions.c.version == version,
+                        predictions.c.segment == segment,
+                    )
+                )
+
     def add_labels(self, model: str, items: Iterable[LabelItem]) -> FeedbackResult:
         """Join labels to logged predictions of ``model``; unknown ones are reported back."""
         result = FeedbackResult()

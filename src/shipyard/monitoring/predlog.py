@@ -330,7 +330,13 @@ class PredictionLog:
     # ---- retention ----------------------------------------------------------------------
 
     def _retention(self, *, force: bool = False) -> int:
-        """Delete segments past the age or total-size limit; return how many."""
+        """Keep segments within the age and size limits; return how many were deleted.
+
+        Past ``max_bytes``, the oldest segments first lose their inputs (rewritten with
+        their outputs only, a few bytes a row), so labels that arrive late still join;
+        only if that is not enough are the oldest deleted. Past ``max_age_days`` a
+        segment is deleted. Deleted segments leave the feedback index too.
+        """
         now = time.time()
         if not force and now - self._last_retention < 60:
             return 0
@@ -339,19 +345,36 @@ class PredictionLog:
             (int(p.name.split("-", 1)[0]), p.stat().st_size, p) for p in segment_paths(self.root)
         )
         cutoff_ns = int((now - self.settings.max_age_days * 86400) * 1e9)
+        limit = self.settings.max_bytes
         total = sum(size for _, size, _ in segments)
-        removed = 0
-        for stamp, size, path in segments:
-            if stamp >= cutoff_ns and total <= self.settings.max_bytes:
+        kept: list[tuple[int, int, Path]] = []
+        for i, (stamp, size, path) in enumerate(segments):
+            if stamp >= cutoff_ns and total <= limit:
+                kept.extend(segments[i:])
+                break
+            if stamp >= cutoff_ns and path.suffix == SUFFIX:
+                smaller = _segments.without_inputs(path)
+                if smaller is not None:
+                    total -= size - smaller
+                    kept.append((stamp, smaller, path))
+                    continue
+            kept.append((stamp, size, path))
+        gone: list[Path] = []
+        for stamp, size, path in kept:
+            if stamp >= cutoff_ns and total <= limit:
                 break
             path.unlink(missing_ok=True)
             total -= size
-            removed += 1
+            gone.append(path)
+        if gone and self.store is not None:
+            self.store.forget_segments(
+                [(p.parent.parent.name, p.parent.name, p.name) for p in gone]
+            )
         # stale staged files of a killed writer
         for staged in self.segments_dir.glob("*/*/.*.tmp"):
             if now - staged.stat().st_mtime > 60:
                 staged.unlink(missing_ok=True)
-        return removed
+        return len(gone)
 
 
 def segment_paths(root: Path, model: str | None = None, version: str | None = None) -> list[Path]:

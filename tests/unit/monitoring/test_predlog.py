@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 
 from shipyard.config import MonitoringSettings
-from shipyard.monitoring.feedback import FeedbackStore
+from shipyard.monitoring import _segments
+from shipyard.monitoring.feedback import FeedbackStore, parse_labels
 from shipyard.monitoring.predlog import (
     PredictionLog,
     iter_requests,
@@ -91,23 +92,39 @@ def test_full_queue_drops_are_counted_and_logged(
     assert log.flush() == 0 and reported == [7]  # reported once
 
 
-def test_retention_by_size_and_age_deletes_oldest_first(tmp_path: Path) -> None:
-    log = _log(tmp_path)
-    for i in range(12):
-        _request(log, str(i), np.ones((1, 2), dtype=np.float32))
+def test_retention_drops_old_inputs_first_then_old_segments(tmp_path: Path) -> None:
+    store = FeedbackStore.open(tmp_path)
+    log = PredictionLog(tmp_path, MonitoringSettings(), store=store)
+    for i in range(12):  # 1 KB of inputs a segment, a few bytes of outputs
+        _request(log, str(i), np.full((1, 256), i, dtype=np.float32))
         log.flush()
     before = segment_paths(tmp_path)
-    limit = 3 * before[0].stat().st_size + 10
-    log.settings = MonitoringSettings(max_bytes=limit)
-    assert log._retention(force=True) == 9
-    after = segment_paths(tmp_path)
-    assert after == before[len(before) - len(after) :]  # the newest survive
-    assert sum(p.stat().st_size for p in after) <= limit
-    old = after[-1].with_name("00000000000000000001-1-000001.jsonl")
-    old.write_bytes(after[-1].read_bytes())
+    full = before[0].stat().st_size
+    assert _segments.without_inputs(before[0]) is not None  # measure one compacted
+    small = before[0].stat().st_size
+    # room for every segment compacted and three whole: the oldest nine lose their inputs
+    log.settings = MonitoringSettings(max_bytes=12 * small + 3 * (full - small) + 10)
+    assert log._retention(force=True) == 0
+    assert segment_paths(tmp_path) == before
+    rows = list(iter_rows(tmp_path))
+    assert [r["inputs"] != {} for r in rows] == [False] * 9 + [True] * 3
+    assert [r["outputs"]["y"] for r in rows] == [[512.0 * i] for i in range(12)]
+    result = store.add_labels("m", parse_labels({"labels": [{"request_id": "0", "label": 1}]}))
+    assert [r.outputs for r in result.joined] == [{"y": [0.0]}]  # joins after compaction
+    # room for four compacted segments: the oldest go, and leave the index
+    log.settings = MonitoringSettings(max_bytes=4 * small + 10)
+    assert log._retention(force=True) == 8
+    assert segment_paths(tmp_path) == before[8:]
+    assert store.labelled("m") == [] and store.counts("m")["1"] == {
+        "predictions": 4,
+        "labels": 1,
+    }
+    old = before[-1].with_name("00000000000000000001-1-000001.jsonl")
+    old.write_bytes(b"{}\n")
     log.settings = MonitoringSettings(max_age_days=1)
     log._retention(force=True)
-    assert not old.exists() and after[-1].exists()
+    assert not old.exists() and before[-1].exists()
+    store.close()
 
 
 def test_writer_thread_flushes_within_the_interval(tmp_path: Path) -> None:
