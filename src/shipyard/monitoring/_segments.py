@@ -69,7 +69,7 @@ Rule = Literal["drop", "hash", "summary"]
 # Requests per record batch, and tensor bytes: bound how long the writer holds the GIL in
 # one go, and the size of its reusable buffers.
 CHUNK = 512
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
