@@ -82,8 +82,9 @@ def _registry(registry: ModelRegistry | None, settings: Settings | None) -> Iter
 def _feedback_store(settings: Settings) -> Iterator[FeedbackStore]:
     """The monitoring folder's feedback database, closed on exit."""
     from shipyard.monitoring.feedback import FeedbackStore
+    from shipyard.monitoring.predlog import keys_for
 
-    store = FeedbackStore.open(settings.monitoring_dir)
+    store = FeedbackStore.open(settings.monitoring_dir, keys=keys_for(settings))
     try:
         yield store
     finally:

@@ -181,6 +181,9 @@ class MonitoringSettings(_Section):
     """How often a segment is written: a SIGKILL loses at most this much."""
     max_age_days: float = Field(30.0, gt=0)
     """Segments older than this are deleted."""
+    encrypt: bool = False
+    """Encrypt segments at rest (AES-256-GCM) with the registry's key
+    (``SHIPYARD_ENCRYPTION_KEY`` or the key file); decrypted in memory only."""
     max_bytes: int = Field(1024**3, ge=1024)
     """Total size of segments kept: past it the oldest lose their inputs (their outputs
     stay, for late labels), then the oldest go."""

@@ -44,10 +44,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from shipyard._utils.crypto import decrypt_bytes, encrypt_bytes, is_encrypted
 from shipyard._utils.fs import fsync_dir
 
 if TYPE_CHECKING:
     import numpy.typing as npt
+
+    from shipyard._utils.crypto import KeyProvider
 
 __all__ = [
     "Encoded",
@@ -57,6 +60,7 @@ __all__ = [
     "decode_rows",
     "encode",
     "numeric_window",
+    "read_segment",
     "without_inputs",
 ]
 
@@ -608,22 +612,43 @@ def outputs_at(data: Any, rows: Sequence[int]) -> list[dict[str, Any]]:
     return [{name: values[i] for name, values in fields.items()} for i in range(len(rows))]
 
 
-def without_inputs(path: Path) -> int | None:
+def read_segment(path: Path, keys: KeyProvider | None = None) -> bytes:
+    """A segment's Arrow IPC bytes, decrypted in memory when it is an encrypted envelope.
+
+    Raises:
+        EncryptionKeyMissing: it is encrypted and ``keys`` is None or lacks its key.
+        DecryptionFailed: wrong key, altered, or renamed (the name is authenticated).
+    """
+    data = path.read_bytes()
+    if is_encrypted(data):
+        return decrypt_bytes(data, keys, aad=path.name.encode())
+    return data
+
+
+def without_inputs(path: Path, keys: KeyProvider | None = None) -> int | None:
     """Rewrite a segment with its outputs only (atomically); return its new size.
 
     None when it has no inputs left to drop. Rows stay in place, so the feedback index's
-    row numbers still point at the right outputs.
+    row numbers still point at the right outputs. An encrypted segment stays encrypted.
     """
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        schema = reader.schema
-        if schema.get_field_index("inputs") < 0:
-            return None
-        keep = [n for n in schema.names if n != "inputs"]
-        table = reader.read_all().select(keep)
-    staged = path.with_name(f".{path.name}.tmp")
-    with pa.OSFile(str(staged), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    raw = path.read_bytes()
+    sealed = is_encrypted(raw)
+    reader = pa.ipc.open_file(
+        pa.BufferReader(decrypt_bytes(raw, keys, aad=path.name.encode()) if sealed else raw)
+    )
+    schema = reader.schema
+    if schema.get_field_index("inputs") < 0:
+        return None
+    table = reader.read_all().select([n for n in schema.names if n != "inputs"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    if sealed:
+        assert keys is not None  # it decrypted
+        data = encrypt_bytes(data, keys, aad=path.name.encode())
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_bytes(data)
     fd = os.open(staged, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import (
@@ -36,6 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shipyard.errors import InvalidData
+
+if TYPE_CHECKING:
+    from shipyard._utils.crypto import KeyProvider
 
 __all__ = ["FeedbackResult", "FeedbackStore", "LabelledRow", "parse_labels"]
 
@@ -188,9 +191,12 @@ class FeedbackStore:
         url: A SQLAlchemy URL; ``FeedbackStore.open(folder)`` uses ``folder/feedback.db``.
     """
 
-    def __init__(self, url: str, segments: Path | None = None) -> None:
+    def __init__(
+        self, url: str, segments: Path | None = None, keys: KeyProvider | None = None
+    ) -> None:
         self.engine = create_engine(url, connect_args={"timeout": 30})
         self.segments = segments
+        self.keys = keys
         self._sqlite = url.startswith("sqlite")
         if self._sqlite:
 
@@ -215,12 +221,15 @@ class FeedbackStore:
                     conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
 
     @classmethod
-    def open(cls, folder: Path) -> FeedbackStore:
-        """The store in ``folder/feedback.db`` (created when absent), beside the segments."""
+    def open(cls, folder: Path, keys: KeyProvider | None = None) -> FeedbackStore:
+        """The store in ``folder/feedback.db`` (created when absent), beside the segments.
+
+        ``keys`` decrypt encrypted segments when outputs are read from them.
+        """
         from shipyard.monitoring._segments import SEGMENTS
 
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{folder / 'feedback.db'}", segments=folder / SEGMENTS)
+        return cls(f"sqlite:///{folder / 'feedback.db'}", segments=folder / SEGMENTS, keys=keys)
 
     def close(self) -> None:
         """Release connections."""
@@ -389,7 +398,8 @@ class FeedbackStore:
             path = self._segment_path(model, version, segment)
             if path is None or not path.is_file():
                 continue
-            values = _segments.outputs_at(path.read_bytes(), [r for _, r in places])
+            data = _segments.read_segment(path, self.keys)
+            values = _segments.outputs_at(data, [r for _, r in places])
             for (i, _), value in zip(places, values, strict=True):
                 out[i] = value
         return out

@@ -40,6 +40,7 @@ import orjson
 import pyarrow as pa
 
 from shipyard._utils import faults
+from shipyard._utils.crypto import encrypt_bytes
 from shipyard._utils.fs import fsync_dir
 from shipyard.monitoring import _segments
 from shipyard.monitoring._segments import SEGMENTS, Entry, Privacy
@@ -47,10 +48,19 @@ from shipyard.monitoring._segments import SEGMENTS, Entry, Privacy
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from shipyard.config import MonitoringSettings
+    from shipyard._utils.crypto import KeyProvider
+    from shipyard.config import MonitoringSettings, Settings
     from shipyard.monitoring.feedback import FeedbackStore
 
-__all__ = ["PredictionLog", "iter_requests", "iter_rows", "row_of", "segment_paths"]
+__all__ = [
+    "PredictionLog",
+    "iter_requests",
+    "iter_rows",
+    "keys_for",
+    "read_window",
+    "row_of",
+    "segment_paths",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +71,25 @@ _LEGACY_SUFFIX = ".jsonl"
 
 
 class _Segment:
-    """One segment file being written: staged, then fsynced and renamed into place."""
+    """One segment file being written: staged, then fsynced and renamed into place.
 
-    def __init__(self, folder: Path, name: str, schema: pa.Schema) -> None:
+    Plain segments are written by Arrow straight to the staged file (the GIL released);
+    with ``keys`` the file is built in memory and written as one AES-256-GCM envelope
+    whose associated data is the segment's name (a segment renamed does not decrypt).
+    """
+
+    def __init__(
+        self, folder: Path, name: str, schema: pa.Schema, keys: KeyProvider | None = None
+    ) -> None:
         self.folder = folder
         self.final = folder / name
         self.staged = folder / f".{name}.tmp"
         self.schema = schema
         self.rows = 0
-        # Arrow writes the batches' buffers to the file itself, the GIL released
-        self._file = pa.OSFile(str(self.staged), "wb")
+        self._keys = keys
+        self._file: Any = (
+            pa.BufferOutputStream() if keys is not None else pa.OSFile(str(self.staged), "wb")
+        )
         self._writer = pa.ipc.new_file(self._file, schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -78,7 +97,13 @@ class _Segment:
 
     def commit(self) -> Path:
         self._writer.close()
-        self._file.close()
+        if self._keys is not None:
+            plain = self._file.getvalue()
+            sealed = encrypt_bytes(plain.to_pybytes(), self._keys, aad=self.final.name.encode())
+            with open(self.staged, "wb") as fh:
+                fh.write(sealed)
+        else:
+            self._file.close()
         faults.reach("predlog.after-staged-write")
         fd = os.open(self.staged, os.O_RDONLY)
         try:
@@ -106,6 +131,7 @@ class PredictionLog:
         root: The monitoring folder (segments go to ``root/segments``).
         settings: Sampling, privacy, queue, flush and retention settings.
         store: Where row outputs are indexed for the feedback join (None: not indexed).
+        keys: Encrypt segments with these keys (None: plain); see :func:`keys_for`.
         on_drop: Called with the number of records dropped at each flush that dropped some
             (the server counts them in a Prometheus counter).
     """
@@ -117,8 +143,10 @@ class PredictionLog:
         *,
         store: FeedbackStore | None = None,
         on_drop: Callable[[int], None] | None = None,
+        keys: KeyProvider | None = None,
     ) -> None:
         self.root = root
+        self.keys = keys
         self.settings = settings
         self.store = store
         self.on_drop = on_drop
@@ -323,9 +351,8 @@ class PredictionLog:
         folder = self.segments_dir / model / version
         folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        return _Segment(
-            folder, f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SUFFIX}", schema
-        )
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SUFFIX}"
+        return _Segment(folder, name, schema, self.keys)
 
     # ---- retention ----------------------------------------------------------------------
 
@@ -353,7 +380,7 @@ class PredictionLog:
                 kept.extend(segments[i:])
                 break
             if stamp >= cutoff_ns and path.suffix == SUFFIX:
-                smaller = _segments.without_inputs(path)
+                smaller = _segments.without_inputs(path, self.keys)
                 if smaller is not None:
                     total -= size - smaller
                     kept.append((stamp, smaller, path))
@@ -403,7 +430,11 @@ def _legacy_requests(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def iter_requests(
-    root: Path, model: str | None = None, version: str | None = None
+    root: Path,
+    model: str | None = None,
+    version: str | None = None,
+    *,
+    keys: KeyProvider | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every logged request, oldest segment first: its fields, ``rows`` examples each.
 
@@ -413,7 +444,7 @@ def iter_requests(
         if path.suffix == _LEGACY_SUFFIX:
             yield from _legacy_requests(path)
         else:
-            yield from _segments.decode_requests(path.read_bytes())
+            yield from _segments.decode_requests(_segments.read_segment(path, keys))
 
 
 def row_of(fields: Mapping[str, Any], i: int) -> dict[str, Any]:
@@ -422,12 +453,16 @@ def row_of(fields: Mapping[str, Any], i: int) -> dict[str, Any]:
 
 
 def iter_rows(
-    root: Path, model: str | None = None, version: str | None = None
+    root: Path,
+    model: str | None = None,
+    version: str | None = None,
+    *,
+    keys: KeyProvider | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every logged example, oldest first: the request's fields with this row's values."""
     for path in segment_paths(root, model, version):
         if path.suffix != _LEGACY_SUFFIX:
-            yield from _segments.decode_rows(path.read_bytes())
+            yield from _segments.decode_rows(_segments.read_segment(path, keys))
             continue
         for req in _legacy_requests(path):
             inputs, outputs = req.pop("inputs"), req.pop("outputs")
@@ -443,7 +478,13 @@ def iter_rows(
 
 
 def read_window(
-    root: Path, model: str, version: str, rows: int, *, part: str = "inputs"
+    root: Path,
+    model: str,
+    version: str,
+    rows: int,
+    *,
+    part: str = "inputs",
+    keys: KeyProvider | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
     """The latest ``rows`` logged examples' numeric fields of ``part``, as arrays.
 
@@ -458,7 +499,7 @@ def read_window(
             break
         if path.suffix == _LEGACY_SUFFIX:
             continue
-        window = _segments.numeric_window(path.read_bytes(), part)
+        window = _segments.numeric_window(_segments.read_segment(path, keys), part)
         if not window:
             continue
         for name, values in window.items():
@@ -470,3 +511,27 @@ def read_window(
         if len(shapes) == 1:  # a field whose example shape changed cannot be stacked
             out[name] = np.concatenate(chunks)[-rows:]
     return out
+
+
+def keys_for(settings: Settings) -> KeyProvider | None:
+    """The keys of encrypted segments: the registry's when ``monitoring.encrypt`` is on.
+
+    None when it is off.
+
+    Raises:
+        EncryptionKeyMissing: encryption is on and no key is configured.
+    """
+    if not settings.monitoring.encrypt:
+        return None
+    from shipyard._utils.crypto import key_provider_from
+    from shipyard.errors import EncryptionKeyMissing
+
+    reg = settings.registry
+    keys = key_provider_from(reg.encryption_key_env, reg.encryption_key_file)
+    if keys is None:
+        raise EncryptionKeyMissing(
+            "Encrypted prediction-log segments need a key. None is configured.",
+            hint=f"Set ${reg.encryption_key_env} (base64 of 32 random bytes) or "
+            "SHIPYARD_REGISTRY__ENCRYPTION_KEY_FILE, or SHIPYARD_MONITORING__ENCRYPT=false.",
+        )
+    return keys

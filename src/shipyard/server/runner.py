@@ -84,15 +84,16 @@ def _start_prediction_log(
     if not settings.monitoring.log_predictions:
         return None
     from shipyard.monitoring.feedback import FeedbackStore
-    from shipyard.monitoring.predlog import PredictionLog
+    from shipyard.monitoring.predlog import PredictionLog, keys_for
 
+    keys = keys_for(settings)  # before anything starts: a missing key fails the start
     # The log's writer thread shares the GIL with the event loop. At the default 5 ms
     # switch interval a busy writer can hold a request that long; 0.5 ms bounds that.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
     root = settings.monitoring_dir
-    store = FeedbackStore.open(root)
+    store = FeedbackStore.open(root, keys=keys)
     log = PredictionLog(
-        root, settings.monitoring, store=store, on_drop=metrics.predlog_dropped.inc
+        root, settings.monitoring, store=store, on_drop=metrics.predlog_dropped.inc, keys=keys
     ).start()
     dataplane.predlog, dataplane.feedback_store = log, store
     return log

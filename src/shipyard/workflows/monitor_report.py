@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from shipyard.monitoring.joined import quality_for_task
 from shipyard.monitoring.predlog import iter_requests
 from shipyard.registry import ModelRegistry
 from shipyard.spec import ModelRef, TaskType
+
+if TYPE_CHECKING:
+    from shipyard._utils.crypto import KeyProvider
 from shipyard.workflows.monitor import status
 
 __all__ = ["write_report"]
@@ -41,9 +44,9 @@ def _edges(t0: float, t1: float) -> tuple[float, float]:
     return t0, width
 
 
-def _traffic(root: Path, model: str) -> dict[str, Any]:
+def _traffic(root: Path, model: str, keys: KeyProvider | None = None) -> dict[str, Any]:
     stamps: list[tuple[float, float, int, str]] = []
-    for req in iter_requests(root, model):
+    for req in iter_requests(root, model, keys=keys):
         stamps.append((req["ts"], req["latency_ms"], req["rows"], req["version"]))
     if not stamps:
         return {"requests": {}, "p50": {}, "p99": {}, "t0": 0.0}
@@ -110,7 +113,7 @@ def write_report(
     parsed = ModelRef.parse(ref)
     st = status(registry, store, parsed)
     tasks = {v: registry.get(f"{parsed.name}:{v}").manifest.task for v in st["versions"]}
-    traffic = _traffic(root, parsed.name)
+    traffic = _traffic(root, parsed.name, store.keys)
     rows = store.labelled(parsed.name)
     metric, quality = _quality_over_time(rows, tasks, traffic.get("t0") or None)
     newest = max(st["versions"], key=int)

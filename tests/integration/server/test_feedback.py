@@ -229,3 +229,60 @@ def test_batched_requests_are_logged_each_with_its_own_rows(home: Path, tmp_path
         assert r["inputs"]["X"] == x[r["row"]].tolist()
         assert r["outputs"]["label"] == got[r["request_id"]][r["row"]]
         assert r["latency_ms"] > 0
+
+
+def test_encrypted_prediction_log_through_a_server(home: Path, tmp_path: Path) -> None:
+    import base64
+    import os
+
+    from shipyard.monitoring.predlog import iter_rows, keys_for, segment_paths
+
+    key_file = tmp_path / "keys"
+    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    settings = server_settings(
+        home,
+        monitoring={"encrypt": True},
+        registry={"encryption_key_file": str(key_file)},
+    )
+    reg = ModelRegistry.open(settings)
+    _register_iris(reg, tmp_path)
+    reg.close()
+    server = start_server(["iris"], settings)
+    x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+    try:
+        with httpx.Client(base_url=server.http) as c:
+            (label,) = _infer(c, x, "enc-1")
+            r = c.post(
+                "/v2/models/iris/feedback",
+                json={"labels": [{"request_id": "enc-1", "label": label}]},
+            )
+            assert r.json() == {"accepted": 1, "unknown": []}
+    finally:
+        stop_server(server)
+    (segment,) = segment_paths(settings.monitoring_dir)
+    assert segment.read_bytes().startswith(b"SHPYENC1") and b"enc-1" not in segment.read_bytes()
+    (row,) = iter_rows(settings.monitoring_dir, keys=keys_for(settings))
+    assert row["request_id"] == "enc-1" and row["inputs"]["X"] == x[0].tolist()
+
+
+def test_encryption_on_without_a_key_refuses_to_start(home: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    settings = server_settings(home)
+    reg = ModelRegistry.open(settings)
+    _register_iris(reg, tmp_path)
+    reg.close()
+    env = {**os.environ, "SHIPYARD_HOME": str(home), "SHIPYARD_MONITORING__ENCRYPT": "true"}
+    env.pop("SHIPYARD_ENCRYPTION_KEY", None)
+    exe = str(Path(sys.executable).with_name("shipyard"))
+    done = subprocess.run(
+        [exe, "serve", "iris", "--port", "0", "--grpc-port", "0", "--management-port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "segments need a key" in done.stderr and "Traceback" not in done.stderr

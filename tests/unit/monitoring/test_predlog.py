@@ -209,3 +209,41 @@ def test_segments_are_arrow_files_and_the_writer_never_imports_pandas(tmp_path: 
     table = pa.ipc.open_file(pa.memory_map(str(segment))).read_all()
     assert table.schema.metadata[b"model"] == b"m"
     assert table.column("inputs").type.field("x").type == pa.list_(pa.float64(), 3)
+
+
+def test_encrypted_segments_hold_no_plaintext_and_need_their_key(tmp_path: Path) -> None:
+    import os
+
+    from shipyard._utils.crypto import StaticKeyProvider
+    from shipyard.errors import DecryptionFailed, EncryptionKeyMissing
+
+    keys = StaticKeyProvider([os.urandom(32)])
+    store = FeedbackStore.open(tmp_path, keys=keys)
+    log = PredictionLog(tmp_path, MonitoringSettings(), store=store, keys=keys)
+    secret = np.full((1, 4), 1234.5, dtype=np.float32)
+    log.record("req-secret", "m", "1", {"x": secret}, {"y": np.array([7])}, 0.0, key="k-secret")
+    log.flush()
+    (segment,) = segment_paths(tmp_path)
+    raw = segment.read_bytes()
+    assert raw.startswith(b"SHPYENC1")
+    assert b"req-secret" not in raw and b"k-secret" not in raw and secret.tobytes() not in raw
+    (row,) = iter_rows(tmp_path, keys=keys)
+    assert row["request_id"] == "req-secret" and row["inputs"]["x"] == secret[0].tolist()
+    with pytest.raises(EncryptionKeyMissing):
+        list(iter_rows(tmp_path))
+    with pytest.raises(EncryptionKeyMissing, match="needs that key"):  # another key
+        list(iter_rows(tmp_path, keys=StaticKeyProvider([os.urandom(32)])))
+    # labels join through the encrypted segment, and compaction keeps it encrypted
+    joined = store.add_labels(
+        "m", parse_labels({"labels": [{"request_id": "req-secret", "label": 7}]})
+    )
+    assert [r.outputs for r in joined.joined] == [{"y": 7}]
+    assert _segments.without_inputs(segment, keys) is not None
+    assert segment.read_bytes().startswith(b"SHPYENC1")
+    assert [r.outputs for r in store.labelled("m")] == [{"y": 7}]
+    # the segment's name is authenticated: a renamed one does not decrypt
+    moved = segment.with_name("00000000000000000002-1-000001.arrow")
+    segment.rename(moved)
+    with pytest.raises(DecryptionFailed):
+        list(iter_rows(tmp_path, keys=keys))
+    store.close()
