@@ -261,8 +261,8 @@ def test_tritonclient_http_repository_on_management_port(served: RunningServer) 
         mgmt.unload_model("tiny:1")
         assert not public.is_model_ready("tiny", model_version="1")
         assert public.is_server_ready()  # an operator's unload leaves the server ready
-        with pytest.raises(Exception, match=r"\[404\] No model named .absent."):
-            mgmt.load_model("absent")  # a failed management load is the model's, not ours
+        failed = httpx.post(f"{served.management}/v2/repository/models/absent/load")
+        assert failed.status_code == 404  # a failed management load is the model's, not ours
         assert public.is_server_ready()
         mgmt.load_model("tiny:1")
         assert public.is_model_ready("tiny", model_version="1")
