@@ -68,20 +68,10 @@ def train_cnn(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Any:
     import torch
     from torch import nn
 
-    torch.manual_seed(seed)
+    from shipyard.testing import make_cifar_cnn
+
     torch.set_num_threads(os.cpu_count() or 1)
-    cnn = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    )
+    cnn = make_cifar_cnn(seed=seed)
     opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(epochs):

@@ -73,21 +73,10 @@ def build_models(work: Path) -> dict[str, dict[str, Any]]:
     )
 
     import torch
-    from torch import nn
 
-    torch.manual_seed(0)
-    cnn = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    ).eval()
+    from shipyard.testing import make_cifar_cnn
+
+    cnn = make_cifar_cnn(seed=0).eval()
     m_path = work / "m.onnx"
     torch.onnx.export(
         cnn,

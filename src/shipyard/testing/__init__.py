@@ -10,7 +10,13 @@ from typing import Any
 
 from shipyard.testing.conformance import check_runtime, make_tiny_manifest
 
-__all__ = ["check_runtime", "make_tiny_manifest", "make_tiny_onnx_model", "save_tiny_onnx_model"]
+__all__ = [
+    "check_runtime",
+    "make_cifar_cnn",
+    "make_tiny_manifest",
+    "make_tiny_onnx_model",
+    "save_tiny_onnx_model",
+]
 
 
 def make_tiny_onnx_model(
@@ -49,3 +55,36 @@ def save_tiny_onnx_model(path: Path, **kwargs: Any) -> Path:
 
     onnx.save(make_tiny_onnx_model(**kwargs), str(path))
     return path
+
+
+def make_cifar_cnn(
+    channels: tuple[int, int] = (32, 64),
+    hidden: int = 64,
+    classes: int = 10,
+    size: int = 32,
+    *,
+    seed: int = 0,
+) -> Any:
+    """The CIFAR-10-style CNN of the issues and benchmarks, as a PyTorch module.
+
+    Conv(3→c1)-ReLU-pool, Conv(c1→c2)-ReLU-pool, flatten, Dense(hidden)-ReLU,
+    Dense(classes); input (N, 3, size, size). The defaults are the server benchmark's
+    model M; weights are random (``seed``), the module is in train mode.
+    """
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    c1, c2 = channels
+    return nn.Sequential(
+        nn.Conv2d(3, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * (size // 4) ** 2, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, classes),
+    )

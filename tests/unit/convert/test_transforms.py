@@ -19,21 +19,10 @@ from shipyard.errors import ConversionError, InvalidInputError
 def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """A small random-weight CNN (conv-relu-pool x2, flatten, linear-relu-linear) and inputs."""
     import torch
-    from torch import nn
 
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 4 * 4, 32),
-        nn.ReLU(),
-        nn.Linear(32, 5),
-    ).eval()
+    from shipyard.testing import make_cifar_cnn
+
+    model = make_cifar_cnn((8, 16), hidden=32, classes=5, size=16, seed=0).eval()
     path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
     with pytest.warns(DeprecationWarning, match="legacy TorchScript-based ONNX export"):
         torch.onnx.export(
