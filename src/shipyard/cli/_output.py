@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
@@ -70,13 +70,30 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
+class Bar:
+    """What :func:`progress` yields: call it to advance; set the total once it is known."""
+
+    def __init__(self, bar: Any = None, task: Any = None) -> None:
+        self._bar, self._task = bar, task
+
+    def __call__(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
+    def update(self, done: int, total: int, description: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total, description=description)
+
+
 @contextmanager
-def progress(
-    description: str, total: int | None, enabled: bool = True
-) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields ``advance(n)``."""
+def progress(description: str, total: int | None, enabled: bool = True) -> Iterator[Bar]:
+    """A rich progress bar on stderr (nothing when not ``enabled``)."""
     if not enabled:
-        yield lambda n: None
+        yield Bar()
         return
     from rich.console import Console
     from rich.progress import (
@@ -97,5 +114,4 @@ def progress(
         console=Console(stderr=True),
         transient=False,
     ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+        yield Bar(bar, bar.add_task(description, total=total))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,29 +83,6 @@ def render_optimize(result: Any) -> None:
         click.echo(f"report: {result.report_path}")
 
 
-@contextmanager
-def _bar(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    ) as bar:
-        task = bar.add_task("measuring", total=None)
-
-        def advance(what: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"measured {what}")
-
-        yield advance
-
-
 @click.command()
 @click.argument("ref")
 @click.option(
@@ -168,7 +143,8 @@ def optimize(
 
     state = ctx.find_root().obj
     as_json = json_out or state.json
-    with _bar(enabled=not as_json and not state.quiet) as progress:
+    enabled = not as_json and not state.quiet
+    with out.progress("measuring", None, enabled) as bar:
         result = run(
             ref,
             data,
@@ -181,7 +157,9 @@ def optimize(
             promote=promote,
             register=not no_register,
             report=report,
-            progress=progress,
+            progress=(lambda what, done, total: bar.update(done, total, f"measured {what}"))
+            if enabled
+            else None,
             settings=state.settings(),
         )
     if as_json:

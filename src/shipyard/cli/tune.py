@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,28 +37,6 @@ def render_tune(result: Any) -> None:
         click.echo("* chosen (a candidate measured twice is scored on its mean req/s)")
     if result.skipped:
         click.echo(f"{result.skipped} planned candidate(s) not run: the time budget was spent")
-
-
-@contextmanager
-def _bar(
-    description: str, enabled: bool
-) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """A rich progress bar on stderr whose total is set once the search is planned."""
-    if not enabled:
-        yield (lambda n: None), (lambda n: None)
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    ) as bar:
-        task = bar.add_task(description, total=None)
-        yield (lambda n: bar.update(task, total=n)), (lambda n: bar.advance(task, n))
 
 
 @click.command()
@@ -113,7 +89,7 @@ def tune(
 
     state = ctx.find_root().obj
     as_json = json_out or state.json
-    with _bar(f"tuning {ref}", enabled=not (as_json or state.quiet)) as (set_total, advance):
+    with out.progress(f"tuning {ref}", None, not (as_json or state.quiet)) as bar:
         result = run(
             ref,
             slo_p99_ms=slo_p99_ms,
@@ -121,8 +97,8 @@ def tune(
             budget_s=budget_s,
             sample_input=sample,
             write=not dry_run,
-            progress=advance,
-            on_plan=set_total,
+            progress=bar,
+            on_plan=bar.set_total,
             settings=state.settings(),
         )
     if as_json:
