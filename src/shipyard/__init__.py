@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 from shipyard._utils.version import __version__
 
 if TYPE_CHECKING:
-    from shipyard.api import evaluate, load_sample_input, open_registry, predict, register
+    from shipyard.api import (
+        evaluate,
+        load_sample_input,
+        monitor_set_reference,
+        open_registry,
+        predict,
+        register,
+    )
     from shipyard.config import Settings, load_settings
     from shipyard.errors import ShipyardError
     from shipyard.spec import ModelRef
@@ -25,6 +32,7 @@ __all__ = [
     "evaluate",
     "load_sample_input",
     "load_settings",
+    "monitor_set_reference",
     "open_registry",
     "predict",
     "register",
@@ -37,6 +45,7 @@ _LAZY: dict[str, str] = {
     "evaluate": "shipyard.api",
     "load_sample_input": "shipyard.api",
     "load_settings": "shipyard.config",
+    "monitor_set_reference": "shipyard.api",
     "open_registry": "shipyard.api",
     "predict": "shipyard.api",
     "register": "shipyard.api",

@@ -41,6 +41,7 @@ __all__ = [
     "load_sample_input",
     "monitor_feedback",
     "monitor_report",
+    "monitor_set_reference",
     "monitor_status",
     "open_registry",
     "optimize",
@@ -224,7 +225,9 @@ def evaluate(
     """Run a registered version on a labelled dataset and compute its quality metrics.
 
     Classification: accuracy, precision, recall, F1 (macro and per class), confusion matrix.
-    Regression: MAE, RMSE, R². With ``store`` the metrics are saved on the version.
+    Regression: MAE, RMSE, R². With ``store`` the metrics are saved on the version. A
+    version with no drift reference yet gets this data as its reference
+    (:func:`monitor_set_reference`).
 
     Raises:
         NotFoundError: unknown ref or data file.
@@ -242,6 +245,7 @@ def evaluate(
             runtime_settings=settings.runtime,
             store=store,
             actor=actor,
+            reference_root=settings.monitoring_dir,
         )
 
 
@@ -480,15 +484,70 @@ def monitor_status(
     ref: str | ModelRef,
     *,
     window: int = 1000,
+    drift_window: int | None = None,
     settings: Settings | None = None,
     registry: ModelRegistry | None = None,
 ) -> dict[str, Any]:
-    """Logged and labelled rows, live quality and offline metrics, per version of a model."""
+    """Logged and labelled rows, live quality and offline metrics, per version of a model.
+
+    Each version also gets ``drift`` (its newest ``drift_window`` logged rows, default
+    ``monitoring.drift_window``, against its reference, with the configured thresholds)
+    and ``estimated`` (label-free quality, CBPE, for classifiers with scores).
+
+    Raises:
+        NotFoundError: unknown model or version.
+        InvalidModelRef: a malformed ref.
+    """
+    from shipyard.monitoring.watch import thresholds_from
     from shipyard.workflows.monitor import status
 
     settings = settings or load_settings()
     with _feedback_store(settings) as store, _registry(registry, settings) as reg:
-        return status(reg, store, ref, window)
+        return status(
+            reg,
+            store,
+            ref,
+            window,
+            root=settings.monitoring_dir,
+            drift_window=drift_window or settings.monitoring.drift_window,
+            thresholds=thresholds_from(settings.monitoring),
+        )
+
+
+def monitor_set_reference(
+    ref: str | ModelRef,
+    data: str | Path,
+    *,
+    target: str | None = None,
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+) -> dict[str, Any]:
+    """Store a version's drift reference: ``data``'s features and the version's predictions.
+
+    ``data`` is any file ``evaluate`` reads (CSV, Parquet, ``.npz``, ``.npy``); ``target``
+    names a label column to leave out. The reference goes to
+    ``<monitoring dir>/references/<model>/<version>.ref``, replacing any earlier one.
+
+    Raises:
+        NotFoundError: unknown ref or data file.
+        InvalidData: the file cannot be read, or a feature column is missing.
+        SignatureMismatch: the data does not fit the model's inputs.
+
+    Example:
+        >>> monitor_set_reference("iris@prod", "eval.csv", target="y")  # doctest: +SKIP
+    """
+    from shipyard.workflows.reference import set_reference
+
+    settings = settings or load_settings()
+    with _registry(registry, settings) as reg:
+        return set_reference(
+            reg,
+            ref,
+            Path(data),
+            root=settings.monitoring_dir,
+            target=target,
+            runtime_settings=settings.runtime,
+        )
 
 
 def audit_log(
@@ -529,9 +588,22 @@ def monitor_report(
     settings: Settings | None = None,
     registry: ModelRegistry | None = None,
 ) -> dict[str, Any]:
-    """Write a self-contained HTML report of a model's monitoring (plots, no network)."""
+    """Write a self-contained HTML report of a model's monitoring (plots, no network).
+
+    Drift is judged on the newest ``monitoring.drift_window`` logged rows with the
+    configured thresholds.
+    """
+    from shipyard.monitoring.watch import thresholds_from
     from shipyard.workflows.monitor_report import write_report
 
     settings = settings or load_settings()
     with _feedback_store(settings) as store, _registry(registry, settings) as reg:
-        return write_report(reg, store, settings.monitoring_dir, ref, Path(out))
+        return write_report(
+            reg,
+            store,
+            settings.monitoring_dir,
+            ref,
+            Path(out),
+            drift_window=settings.monitoring.drift_window,
+            thresholds=thresholds_from(settings.monitoring),
+        )

@@ -194,6 +194,20 @@ class MonitoringSettings(_Section):
     """Labelled rows kept per model version for live quality (a ring buffer)."""
     alerts_file: Path | None = None
     """TOML file of alert rules and webhooks (see shipyard.monitoring.alerts); none: off."""
+    # drift and estimated quality
+    drift_window: int = Field(10_000, ge=1)
+    """Newest logged rows of a version compared with its drift reference (and used for the
+    label-free quality estimate)."""
+    drift_ks_p_value: float = Field(0.05, gt=0.0, lt=1.0)
+    """Kolmogorov-Smirnov test: a numeric feature drifted when its p-value is below this."""
+    drift_psi: float = Field(0.2, gt=0.0)
+    """Population stability index: a numeric feature drifted when its PSI is above this."""
+    drift_chi2_p_value: float = Field(0.05, gt=0.0, lt=1.0)
+    """Chi² test: a categorical feature drifted when its p-value is below this."""
+    drift_verdict: Literal["any", "all", "ks", "psi"] = "any"
+    """Which numeric tests decide a numeric feature's verdict: either, both, or one."""
+    drift_cache_s: float = Field(10.0, ge=0.0)
+    """How long the server reuses a version's computed drift and estimate (0: never)."""
 
 
 class LoggingSettings(_Section):

@@ -241,7 +241,12 @@ def test_quickstart_runs_the_whole_path(tmp_path: Path) -> None:
     assert "POST /v1/models/diabetes:predict\n    -> 200" in proc.stdout
     # and monitoring: late labels joined, live quality read back
     assert '-> 200 {"accepted":20,"unknown":[]}' in proc.stdout
-    assert "20 labelled of 21 logged: live accuracy" in proc.stdout
+    assert "20 labelled of 61 logged: live accuracy" in proc.stdout
+    # and drift: the evaluation data became iris's reference; traffic like it does not drift
+    assert (
+        "drift of the 61 logged rows against the evaluation data (60 rows): "
+        "0 of 4 features drifted, prediction drifted: False" in proc.stdout
+    )
     listed = subprocess.run(
         [str(exe), "--json", "models", "list"], capture_output=True, text=True, env=env, check=True
     )

@@ -49,14 +49,21 @@ def _post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[i
         return resp.status, resp.read().decode()
 
 
-def _monitoring_demo(url: str, rows: list[list[float]], labels: list[int]) -> None:
-    """Label a few logged predictions and read live quality back."""
+def _monitoring_demo(
+    url: str, rows: list[list[float]], labels: list[int], more: list[list[float]]
+) -> None:
+    """Label a few logged predictions, then read live quality, drift and estimates back."""
     import json
     import urllib.request
 
     for i, row in enumerate(rows):
         body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
         _post(url + "/v2/models/iris@prod/infer", body, {"x-request-id": f"demo-{i}"})
+    if more:  # the rest of the held-out rows in one request: traffic like the reference
+        flat = [v for row in more for v in row]
+        body = {"inputs": [{"name": "input", "shape": [len(more), 4], "datatype": "FP32"}]}
+        body["inputs"][0]["data"] = flat
+        _post(url + "/v2/models/iris@prod/infer", body, {"x-request-id": "demo-batch"})
     feedback = [{"request_id": f"demo-{i}", "label": y} for i, y in enumerate(labels)]
     status, answer = _post(url + "/v2/models/iris@prod/feedback", {"labels": feedback})
     click.echo(f"  POST /v2/models/iris@prod/feedback ({len(labels)} true labels, arriving late)")
@@ -70,6 +77,15 @@ def _monitoring_demo(url: str, rows: list[list[float]], labels: list[int]) -> No
         f"{q.get('accuracy', 0):.3f}, F1 {q.get('f1_macro', 0):.3f} "
         f"(offline: {live['offline'].get('accuracy', 'n/a')})"
     )
+    drift, est = live.get("drift") or {}, live.get("estimated") or {}
+    if "features" in drift:
+        click.echo(
+            f"    -> drift of the {drift['n_current']} logged rows against the evaluation data "
+            f"({drift['n_reference']} rows): {len(drift['drifted_features'])} of "
+            f"{len(drift['reference']['features'])} features drifted, prediction drifted: "
+            f"{drift['prediction_drifted']}; estimated accuracy without labels (CBPE) "
+            f"{est.get('accuracy', float('nan')):.3f}"
+        )
 
 
 def _serve_demo(
@@ -78,6 +94,7 @@ def _serve_demo(
     diabetes_row: list[float],
     iris_rows: list[list[float]] | None = None,
     iris_labels: list[int] | None = None,
+    iris_more: list[list[float]] | None = None,
 ) -> None:
     import json
     import urllib.request
@@ -115,7 +132,7 @@ def _serve_demo(
             click.echo(f"  POST {path}")
             click.echo(f"    -> {resp.status} {answer[:300]}")
         if iris_rows and iris_labels and demo.monitoring.log_predictions:
-            _monitoring_demo(server.url, iris_rows, iris_labels)
+            _monitoring_demo(server.url, iris_rows, iris_labels, iris_more or [])
     finally:
         server.stop()
     click.echo("  server stopped (start your own with `shipyard serve`, below)")
@@ -246,6 +263,7 @@ def quickstart(ctx: click.Context, seed: int) -> None:
         [float(v) for v in d_te[0]],
         [[float(v) for v in row] for row in x_te[:20]],
         [int(v) for v in y_te[:20]],
+        [[float(v) for v in row] for row in x_te[20:]],
     )
 
     env = f"SHIPYARD_HOME={settings.home} " if "SHIPYARD_HOME" in __import__("os").environ else ""

@@ -42,13 +42,17 @@ def version_status(
     rows: Sequence[LabelledRow],
     offline: dict[str, Any],
     window: int,
+    *,
+    drift: dict[str, Any] | None = None,
+    estimated: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One version's monitoring status, as the endpoint and ``monitor status`` both answer.
 
     Rows logged and labelled, live quality over every labelled row and over the last
-    ``window``, beside the version's offline metrics.
+    ``window``, beside the version's offline metrics; ``drift`` and ``estimated``
+    (:mod:`shipyard.monitoring.watch`) are added under those keys when given.
     """
-    return {
+    status: dict[str, Any] = {
         "logged": counts.get("predictions", 0),
         "labelled": counts.get("labels", 0),
         "live": {
@@ -57,6 +61,11 @@ def version_status(
         },
         "offline": offline,
     }
+    if drift is not None:
+        status["drift"] = drift
+    if estimated is not None:
+        status["estimated"] = estimated
+    return status
 
 
 def quality_of(

@@ -38,9 +38,11 @@ from shipyard.spec import ModelRef
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from shipyard.monitoring.feedback import FeedbackResult, FeedbackStore
+    from shipyard.monitoring.feedback import FeedbackResult, FeedbackStore, LabelledRow
     from shipyard.monitoring.predlog import PredictionLog
+    from shipyard.monitoring.watch import StatusCache
     from shipyard.runtime.pool import LoadedModel, ModelPool
+    from shipyard.spec import TaskSchema
 
     Arrays = dict[str, npt.NDArray[Any]]
 
@@ -238,6 +240,7 @@ class DataPlane:
         # monitoring (set by the runner when the prediction log is on)
         self.predlog: PredictionLog | None = None
         self.feedback_store: FeedbackStore | None = None
+        self._watch_cache: StatusCache | None = None
 
     # ---- lookup (hot path: sync, dictionary lookups only) -------------------------------
 
@@ -399,8 +402,9 @@ class DataPlane:
             with contextlib.suppress(ShipyardError):
                 mv = await asyncio.to_thread(self.pool.registry.get, f"{base}:{version}")
                 offline = dict(mv.metrics)
+            watched = await self._watch(base, v, model.manifest.task, rows)
             versions[v] = version_status(
-                model.manifest.task, counts.get(v, {}), rows, offline, window
+                model.manifest.task, counts.get(v, {}), rows, offline, window, **watched
             )
         log = self.predlog
         return {
@@ -410,6 +414,41 @@ class DataPlane:
             else {"dropped": log.dropped, "rows_written": log.written_rows},
             "versions": versions,
         }
+
+    async def _watch(
+        self, model: str, version: str, task: TaskSchema, rows: Sequence[LabelledRow]
+    ) -> dict[str, Any]:
+        """``drift`` and ``estimated`` of a version's newest logged rows (in a thread, cached).
+
+        Computed off the event loop, at most once per ``monitoring.drift_cache_s`` per
+        version; the prediction log is flushed first, so the window holds what was served.
+        """
+        from shipyard.monitoring import watch
+
+        mon = self.settings.monitoring
+        if self._watch_cache is None:
+            self._watch_cache = watch.StatusCache(mon.drift_cache_s)
+        log = self.predlog
+        root = log.root if log is not None else self.settings.monitoring_dir
+        keys = log.keys if log is not None else None
+
+        def compute() -> dict[str, Any]:
+            try:
+                if log is not None:
+                    log.flush()
+                latest = watch.read_latest(root, model, version, mon.drift_window, keys)
+            except ShipyardError as exc:
+                failed = {"error": str(exc), "code": exc.code}
+                return {"drift": {"reference": None, **failed}, "estimated": failed}
+            thresholds = watch.thresholds_from(mon)
+            return {
+                "drift": watch.drift_section(root, model, version, latest, thresholds=thresholds),
+                "estimated": watch.estimated_section(task, latest, rows[-mon.drift_window :]),
+            }
+
+        cache = self._watch_cache
+        result: dict[str, Any] = await asyncio.to_thread(cache.get, (model, version), compute)
+        return result
 
     async def feedback(self, name: str, items: Sequence[Any]) -> FeedbackResult:
         """Join labels to logged predictions of model ``name`` (a route or model name).

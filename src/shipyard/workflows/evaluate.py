@@ -1,6 +1,6 @@
 """evaluate: run a registered version on a labelled dataset and compute its quality metrics.
 
-Imports: registry, runtime, metrics, workflows.data, config, spec, errors.
+Imports: registry, runtime, metrics, monitoring, workflows.data, config, spec, errors.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from shipyard.errors import InvalidData, InvalidInputError
+from shipyard.errors import InvalidData, InvalidInputError, ShipyardError
 from shipyard.metrics import classification_metrics, regression_metrics, roc_auc_binary
+from shipyard.monitoring.watch import ReferenceSample, reference_path
 from shipyard.runtime.onnx import OnnxRuntime
 from shipyard.spec import ModelRef, TaskType
 from shipyard.workflows._readout import Readout, align_labels
 from shipyard.workflows.data import data_format, iter_batches
+from shipyard.workflows.reference import new_sample
 
 if TYPE_CHECKING:
     from shipyard.config import RuntimeSettings
-    from shipyard.registry import ModelRegistry
+    from shipyard.registry import ModelRegistry, ModelVersion
 
 __all__ = ["EvaluationResult", "evaluate"]
 
@@ -78,6 +80,7 @@ def evaluate(
     store: bool = True,
     actor: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    reference_root: Path | None = None,
 ) -> EvaluationResult:
     """Run a version on labelled data in batches and compute classification or regression metrics.
 
@@ -95,6 +98,8 @@ def evaluate(
         store: Save the metrics on the version as ``metrics["eval"]``.
         actor: Who evaluated (recorded with the metadata change).
         batch_size: Rows per runtime call.
+        reference_root: The monitoring folder: when the version has no drift reference
+            there yet, this data (features and predictions) becomes it.
 
     Returns:
         The metrics, also stored when ``store`` is true.
@@ -136,6 +141,7 @@ def evaluate(
         feature_names=manifest.task.feature_names,
     )
     readout = Readout(manifest)
+    sample = _reference_sample(mv, path, target, reference_root)
     runtime = OnnxRuntime(runtime_settings)
     runtime.load(registry.read_artifact(mv), manifest)
     y_parts: list[npt.NDArray[Any]] = []
@@ -144,6 +150,8 @@ def evaluate(
     try:
         for tensors, y in batches:
             outputs = runtime.predict(tensors)
+            if sample is not None:
+                sample.add(tensors, outputs)
             y_parts.append(np.asarray(y))
             if task is TaskType.CLASSIFICATION:
                 pred_parts.append(readout.labels(outputs))
@@ -176,7 +184,28 @@ def evaluate(
             summary["confusion_matrix"] = metrics["confusion_matrix"]
         summary.update(data=str(path), n_rows=n_rows, target=target)
         registry.update_metadata(mv.ref, metrics={"eval": summary}, actor=actor)
+    if sample is not None and reference_root is not None:
+        try:
+            sample.save(reference_root, mv.name, mv.version, source=str(path), how="evaluate")
+            logger.info("Stored %s's evaluation data as its drift reference", mv.ref)
+        except ShipyardError as exc:  # drift is a bonus here: evaluation itself succeeded
+            logger.warning("The evaluation data of %s is no drift reference: %s", mv.ref, exc)
     return EvaluationResult(ref=mv.ref, task=task.value, n_rows=n_rows, metrics=metrics)
+
+
+def _reference_sample(
+    mv: ModelVersion, path: Path, target: str, root: Path | None
+) -> ReferenceSample | None:
+    """A sample to store as the version's drift reference, when it has none yet."""
+    if root is None:
+        return None
+    try:
+        if reference_path(root, mv.name, mv.version).exists():
+            return None
+        return new_sample(mv, path, target)
+    except ShipyardError as exc:
+        logger.warning("No drift reference from the evaluation of %s: %s", mv.ref, exc)
+        return None
 
 
 def _classification(

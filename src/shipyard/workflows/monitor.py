@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.errors import DataNotFound, InvalidData
+from shipyard.monitoring.drift import DriftThresholds
 from shipyard.monitoring.feedback import FeedbackStore
 from shipyard.monitoring.joined import version_status
+from shipyard.monitoring.watch import drift_section, estimated_section, read_latest
 from shipyard.registry import ModelRegistry
 from shipyard.spec import ModelRef
 
@@ -71,12 +73,24 @@ def read_labels(path: Path) -> list[dict[str, Any]]:
 
 
 def status(
-    registry: ModelRegistry, store: FeedbackStore, ref: str | ModelRef, window: int = 1000
+    registry: ModelRegistry,
+    store: FeedbackStore,
+    ref: str | ModelRef,
+    window: int = 1000,
+    *,
+    root: Path | None = None,
+    drift_window: int = 10_000,
+    thresholds: DriftThresholds | None = None,
 ) -> dict[str, Any]:
     """Logged and labelled rows, live quality and offline metrics, per version of a model.
 
     A ref with a version (``iris:3``, ``iris@prod``) reports that version; a bare name
     reports every version that has logged predictions, or its ``default`` version.
+
+    With ``root`` (the monitoring folder), each version also gets ``drift`` (its newest
+    ``drift_window`` logged rows against its stored reference, judged by ``thresholds``)
+    and ``estimated`` (label-free quality of those rows, beside the measured quality of
+    the newest labelled ones); see :mod:`shipyard.monitoring.watch`.
     """
     parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
     counts = store.counts(parsed.name)
@@ -89,7 +103,12 @@ def status(
     for mv in versions:
         v = str(mv.version)
         rows = store.labelled(parsed.name, v)
+        extra: dict[str, Any] = {}
+        if root is not None:
+            latest = read_latest(root, parsed.name, v, drift_window, store.keys)
+            extra["drift"] = drift_section(root, parsed.name, v, latest, thresholds=thresholds)
+            extra["estimated"] = estimated_section(mv.manifest.task, latest, rows[-drift_window:])
         out["versions"][v] = version_status(
-            mv.manifest.task, counts.get(v, {}), rows, dict(mv.metrics), window
+            mv.manifest.task, counts.get(v, {}), rows, dict(mv.metrics), window, **extra
         )
     return out

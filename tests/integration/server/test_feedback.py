@@ -151,12 +151,19 @@ def test_cli_feedback_from_a_late_labels_file_and_status(
 
 def test_monitoring_report_renders_its_plots_offline(iris: RunningServer, tmp_path: Path) -> None:
     """The HTML report in headless Chromium: plots with their points, no request, no error."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
     from sklearn.datasets import load_iris
 
-    from shipyard.api import monitor_report
+    from shipyard.api import monitor_report, monitor_set_reference
     from tests.browser import load_page
 
+    from .test_tfserving import FEATURES
+
     x, y = load_iris(return_X_y=True)
+    reference = tmp_path / "reference.csv"
+    pacsv.write_csv(pa.table({**{f: x[:, i] for i, f in enumerate(FEATURES)}, "y": y}), reference)
+    monitor_set_reference("iris", reference, target="y", settings=iris.settings)
     order = np.random.default_rng(1).permutation(len(x))[:60]  # all three classes
     x, y = x[order], y[order]
     with httpx.Client(base_url=iris.http) as c:
@@ -180,6 +187,14 @@ def test_monitoring_report_renders_its_plots_offline(iris: RunningServer, tmp_pa
             "cm_total": "[...document.querySelectorAll('#plot-confusion .point')]"
             ".reduce((s, e) => s + Number(e.dataset.value), 0)",
             "f1_bars": count.format("plot-f1"),
+            "psi_bars": count.format("plot-drift-1"),
+            "psi_values": "[...document.querySelectorAll('#plot-drift-1 .point')]"
+            ".map(e => Number(e.dataset.value))",
+            "psi_red": "[...document.querySelectorAll('#plot-drift-1 .point')]"
+            ".filter(e => e.getAttribute('fill') === '#d62728').length",
+            "p_bars": count.format("plot-drift-p-1"),
+            "estimated": "[...document.querySelectorAll('#plot-estimated .point')]"
+            ".map(e => e.dataset.series)",
         },
     )
     assert page.requests == [] and page.console_errors == []
@@ -187,6 +202,14 @@ def test_monitoring_report_renders_its_plots_offline(iris: RunningServer, tmp_pa
     assert page.values["latency"] >= 2  # p50 and p99 of at least one bucket
     assert page.values["cells"] == 9 and page.values["cm_total"] == 60
     assert page.values["f1_bars"] == 3
+    # drift: a PSI bar and a KS bar per feature and per class probability
+    drift = shown["status"]["versions"]["1"]["drift"]
+    psi = [r for r in drift["features"] + drift["prediction"] if r["test"] == "psi"]
+    assert page.values["psi_bars"] == page.values["p_bars"] == len(psi) == 4 + 3
+    assert page.values["psi_values"] == pytest.approx([r["statistic"] for r in psi], rel=1e-5)
+    assert page.values["psi_red"] == sum(bool(r["drifted"]) for r in psi)
+    # estimated (CBPE) accuracy beside the measured one, over time
+    assert {"estimated v1", "measured v1"} <= set(page.values["estimated"])
     assert not page.screenshot_blank()
 
 
