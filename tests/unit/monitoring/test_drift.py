@@ -65,6 +65,18 @@ def test_ks_matches_scipy(n1: int, n2: int, shift: float, decimals: int) -> None
     assert got.p_value == pytest.approx(want.pvalue, abs=1e-6)
 
 
+def test_exact_ks_p_values_only_within_the_pair_budget() -> None:
+    rng = np.random.default_rng(3)
+    ref, cur = rng.normal(size=3000), rng.normal(0.05, 1.0, size=4000)
+    exact = drift(Reference.build({"x": ref}), {"x": cur}).features[0]
+    capped = drift(
+        Reference.build({"x": ref}), {"x": cur}, exact_max_pairs=3000 * 4000 - 1
+    ).features[0]
+    assert exact.p_value == pytest.approx(scipy_ks(ref, cur).pvalue, abs=1e-6)
+    assert capped.p_value == pytest.approx(scipy_ks(ref, cur, method="asymp").pvalue, abs=1e-6)
+    assert capped.statistic == exact.statistic and capped.p_value != exact.p_value
+
+
 def test_ks_identical_and_constant_columns() -> None:
     x = np.arange(100.0)
     same = ks(x, x.copy())
