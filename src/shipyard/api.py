@@ -492,7 +492,8 @@ def monitor_status(
 
     Each version also gets ``drift`` (its newest ``drift_window`` logged rows, default
     ``monitoring.drift_window``, against its reference, with the configured thresholds)
-    and ``estimated`` (label-free quality, CBPE, for classifiers with scores).
+    and ``estimated`` (label-free quality, CBPE, for classifiers with scores). ``live``
+    holds the ``monitoring.quality_windows`` (by time and by count) beside ``all``.
 
     Raises:
         NotFoundError: unknown model or version.
@@ -511,6 +512,8 @@ def monitor_status(
             root=settings.monitoring_dir,
             drift_window=drift_window or settings.monitoring.drift_window,
             thresholds=thresholds_from(settings.monitoring),
+            quality_windows=settings.monitoring.quality_windows,
+            quality_capacity=settings.monitoring.quality_capacity,
         )
 
 

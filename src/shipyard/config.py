@@ -193,7 +193,11 @@ class MonitoringSettings(_Section):
     quality_capacity: int = Field(100_000, ge=1)
     """Labelled rows kept per model version for live quality (a ring buffer)."""
     alerts_file: Path | None = None
-    """TOML file of alert rules and webhooks (see shipyard.monitoring.alerts); none: off."""
+    """TOML file of alert rules and webhooks (see shipyard.monitoring.alerts), loaded when
+    the server starts (a bad file stops the start); none: off. ``shipyard serve --alerts``."""
+    alerts_interval_s: float | None = Field(None, gt=0)
+    """How often the server evaluates alert rules; none: the alerts file's ``interval_s``
+    (15 s unless it says otherwise)."""
     # drift and estimated quality
     drift_window: int = Field(10_000, ge=1)
     """Newest logged rows of a version compared with its drift reference (and used for the

@@ -21,6 +21,14 @@ class MonotonicClock:
         return time.monotonic()
 
 
+class WallClock:
+    """Wall-clock seconds (``time.time``), for windows over timestamps that outlive the
+    process (prediction times in the log); never for deadlines."""
+
+    def now(self) -> float:
+        return time.time()
+
+
 class ManualClock:
     """A clock that moves only when told to (tests)."""
 

@@ -102,6 +102,13 @@ def read_serve_config(path: Path) -> tuple[list[str], dict[str, Any], dict[str, 
     default=None,
     help="PEM CA: require client certificates it signed (mutual TLS).",
 )
+@click.option(
+    "--alerts",
+    "alerts_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Alert rules and webhooks (TOML), evaluated while serving (monitoring.alerts_file).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -114,6 +121,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    alerts_file: Path | None,
 ) -> None:
     """Serve REFs (NAME, NAME:VERSION or NAME@ALIAS) until Ctrl-C or SIGTERM.
 
@@ -138,6 +146,8 @@ def serve(
         settings = with_overrides(
             settings, {"security": {k: str(v) for k, v in tls.items() if v is not None}}
         )
+    if alerts_file is not None:  # checked when the server starts: a bad file stops it
+        settings = with_overrides(settings, {"monitoring": {"alerts_file": str(alerts_file)}})
     level = "DEBUG" if state.verbose > 1 else "INFO"
     configure_logging(settings.logging.model_copy(update={"level": level}))
     run(

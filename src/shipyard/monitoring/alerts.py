@@ -437,11 +437,13 @@ class AlertEngine:
         self._thread = threading.Thread(target=loop, name="shipyard-alerts", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop evaluating and close the webhook sender."""
+    def stop(self, flush_s: float = 0.0) -> None:
+        """Stop evaluating, deliver queued events for up to ``flush_s``, close the sender."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         if self.sender is not None:
+            if flush_s > 0 and not self.sender.flush(flush_s):
+                log.warning("alert webhooks still had events queued when alerting stopped")
             self.sender.close()

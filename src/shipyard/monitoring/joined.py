@@ -5,7 +5,7 @@ Imports: metrics, spec (and numpy).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,10 +13,12 @@ import numpy as np
 from shipyard.metrics import classification_metrics, regression_metrics, roc_auc_binary
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from shipyard.monitoring.feedback import LabelledRow
     from shipyard.spec import TaskSchema
 
-__all__ = ["quality_for_task", "quality_of", "version_status"]
+__all__ = ["quality_for_task", "quality_of", "task_events", "version_status"]
 
 
 def quality_for_task(task: TaskSchema, rows: Sequence[LabelledRow]) -> dict[str, Any]:
@@ -45,18 +47,22 @@ def version_status(
     *,
     drift: dict[str, Any] | None = None,
     estimated: dict[str, Any] | None = None,
+    windows: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One version's monitoring status, as the endpoint and ``monitor status`` both answer.
 
     Rows logged and labelled, live quality over every labelled row and over the last
     ``window``, beside the version's offline metrics; ``drift`` and ``estimated``
     (:mod:`shipyard.monitoring.watch`) are added under those keys when given.
+    ``windows`` (a :meth:`LiveQuality.snapshot`'s, by time and by count) go in ``live``
+    beside ``all``; ``last_<window>`` wins a clash of names (the same rows).
     """
     status: dict[str, Any] = {
         "logged": counts.get("predictions", 0),
         "labelled": counts.get("labels", 0),
         "live": {
             "all": quality_for_task(task, rows),
+            **(windows or {}),
             f"last_{window}": quality_for_task(task, rows[-window:]),
         },
         "offline": offline,
@@ -95,12 +101,54 @@ def quality_of(
     return {"n": len(rows)}
 
 
+def task_events(
+    task: TaskSchema, rows: Sequence[LabelledRow]
+) -> tuple[list[Any], list[Any], list[float] | None, Any]:
+    """Predicted and true values of labelled rows, read as :func:`quality_of` reads them.
+
+    Returns ``(y_pred, y_true, scores, pos_label)``: ``scores`` is the positive-class score
+    of a binary classifier with scores (else None), ``pos_label`` its class; what
+    :class:`shipyard.monitoring.quality.LiveQuality` takes.
+    """
+    if not rows:
+        return [], [], None, None
+    if task.task.value == "regression":
+        name = task.scores_output or next(iter(rows[0].outputs))
+        y_pred = [float(_scalar(r.outputs[name])) for r in rows]
+        return y_pred, [float(_scalar(r.label)) for r in rows], None, None
+    y_pred, y_true, scores = _class_pairs(
+        rows, task.label_output, task.scores_output, task.class_labels
+    )
+    positive = task.class_labels[1] if task.class_labels else 1
+    numeric = all(isinstance(v, (int, float)) for v in y_pred)
+    pos_label = _number(positive) if numeric else str(positive)
+    binary = None if scores is None or scores.shape[1] != 2 else scores[:, 1].tolist()
+    return y_pred, y_true, binary, pos_label
+
+
 def _classification(
     rows: Sequence[LabelledRow],
     label_output: str | None,
     scores_output: str | None,
     class_labels: Sequence[Any] | None,
 ) -> dict[str, Any]:
+    y_pred, y_true, scores = _class_pairs(rows, label_output, scores_output, class_labels)
+    out: dict[str, Any] = {"n": len(rows), **classification_metrics(y_true, y_pred)}
+    if scores is not None and scores.shape[1] == 2:
+        positive = class_labels[1] if class_labels else 1
+        truth = np.asarray([str(v) == str(positive) for v in y_true], dtype=np.int64)
+        out["roc_auc"] = (
+            roc_auc_binary(truth, scores[:, 1]) if 0 < truth.sum() < len(truth) else None
+        )
+    return out
+
+
+def _class_pairs(
+    rows: Sequence[LabelledRow],
+    label_output: str | None,
+    scores_output: str | None,
+    class_labels: Sequence[Any] | None,
+) -> tuple[list[Any], list[Any], npt.NDArray[np.float64] | None]:
     scores = None
     if scores_output is not None and scores_output in rows[0].outputs:
         scores = np.asarray([r.outputs[scores_output] for r in rows], dtype=np.float64)
@@ -118,14 +166,7 @@ def _classification(
         y_true = [v if isinstance(v, (int, float)) else _number(v) for v in y_true]
     else:
         y_true, y_pred = [str(v) for v in y_true], [str(v) for v in y_pred]
-    out: dict[str, Any] = {"n": len(rows), **classification_metrics(y_true, y_pred)}
-    if scores is not None and scores.shape[1] == 2:
-        positive = class_labels[1] if class_labels else 1
-        truth = np.asarray([str(v) == str(positive) for v in y_true], dtype=np.int64)
-        out["roc_auc"] = (
-            roc_auc_binary(truth, scores[:, 1]) if 0 < truth.sum() < len(truth) else None
-        )
-    return out
+    return y_pred, y_true, scores
 
 
 def _number(value: Any) -> Any:

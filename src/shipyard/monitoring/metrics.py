@@ -10,16 +10,27 @@ Imports: config (and prometheus_client).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["CONTENT_TYPE_LATEST", "ModelMetrics", "ServerMetrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "LiveQualityCollector",
+    "ModelMetrics",
+    "ServerMetrics",
+    "histogram_quantile",
+]
 
 LATENCY_BUCKETS_S = (
     0.0001,
@@ -124,6 +135,97 @@ class _HotFamily:
         yield hist
 
 
+QualitySnapshot = tuple[str, str, Mapping[str, Any]]
+
+
+def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float | None:
+    """The ``q`` quantile of a histogram, interpolated in its bucket as Prometheus does.
+
+    ``counts`` are per bucket (not cumulative), the last one the +Inf bucket; a quantile
+    in that bucket is the largest finite bound. None when the histogram is empty.
+    """
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(counts):
+        if seen + count >= rank and count > 0:
+            if i >= len(bounds):
+                return float(bounds[-1])
+            lower = 0.0 if i == 0 else float(bounds[i - 1])
+            return lower + (float(bounds[i]) - lower) * (rank - seen) / count
+        seen += count
+    return float(bounds[-1])  # pragma: no cover - the loop always reaches the rank
+
+
+class LiveQualityCollector:
+    """``shipyard_live_quality{model,version,metric,window}`` and its companions.
+
+    Read from a source at scrape time rather than set on each label: a time window
+    changes as time passes with no new label, and a set gauge would go stale.
+    ``shipyard_live_quality_class`` holds per-class precision, recall and F1,
+    ``shipyard_live_confusion`` the confusion matrix, ``shipyard_live_quality_rows`` the
+    labelled rows of each window. An undefined metric is NaN.
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[QualitySnapshot]] | None = None
+
+    def describe(self) -> list[Metric]:
+        return list(self._families([]))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families([] if self.source is None else self.source())
+
+    def _families(self, snapshots: Iterable[QualitySnapshot]) -> Iterator[Metric]:
+        mv = ["model", "version"]
+        quality = GaugeMetricFamily(
+            "shipyard_live_quality",
+            "Live quality of a model version over a sliding window (NaN: undefined).",
+            labels=[*mv, "metric", "window"],
+        )
+        per_class = GaugeMetricFamily(
+            "shipyard_live_quality_class",
+            "Live per-class precision, recall and F1 of a model version over a window.",
+            labels=[*mv, "metric", "class", "window"],
+        )
+        confusion = GaugeMetricFamily(
+            "shipyard_live_confusion",
+            "Live confusion matrix of a classifier over a window: rows of each true and "
+            "predicted class.",
+            labels=[*mv, "true", "predicted", "window"],
+        )
+        rows = GaugeMetricFamily(
+            "shipyard_live_quality_rows",
+            "Labelled rows in a live-quality window.",
+            labels=[*mv, "window"],
+        )
+        nan = float("nan")
+        for model, version, snap in snapshots:
+            for window, values in snap.get("windows", {}).items():
+                rows.add_metric([model, version, window], float(values.get("n", 0)))
+                for metric, value in values.items():
+                    if metric == "n" or isinstance(value, bool):
+                        continue
+                    if value is None or isinstance(value, (int, float)):
+                        v = nan if value is None else float(value)
+                        quality.add_metric([model, version, metric, window], v)
+                for label, stats in values.get("per_class", {}).items():
+                    for metric in ("precision", "recall", "f1"):
+                        per_class.add_metric(
+                            [model, version, metric, label, window], float(stats[metric])
+                        )
+                labels = [str(x) for x in values.get("labels", [])]
+                for t, line in zip(labels, values.get("confusion_matrix", []), strict=False):
+                    for p, count in zip(labels, line, strict=False):
+                        confusion.add_metric([model, version, t, p, window], float(count))
+        yield quality
+        yield per_class
+        yield confusion
+        yield rows
+
+
 @dataclass(slots=True)
 class ModelMetrics:
     """Bound metric children for one (model, version, protocol)."""
@@ -194,19 +296,9 @@ class ServerMetrics:
             ["model", "version"],
             registry=r,
         )
-        # live quality and alerts
-        self.live_quality = Gauge(
-            "shipyard_live_quality",
-            "Live quality of a model version over a sliding window (NaN: undefined).",
-            ["model", "version", "metric", "window"],
-            registry=r,
-        )
-        self.live_quality_rows = Gauge(
-            "shipyard_live_quality_rows",
-            "Labelled rows in a live-quality window.",
-            ["model", "version", "window"],
-            registry=r,
-        )
+        # live quality (read at scrape time) and alerts
+        self.live_quality = LiveQualityCollector()
+        r.register(self.live_quality)
         self.alerts_firing = Gauge(
             "shipyard_alerts_firing",
             "1 while an alert rule fires for a model version.",
@@ -239,15 +331,27 @@ class ServerMetrics:
         """Count one failed request."""
         self.errors.labels(model, version, protocol, code).inc()
 
-    def update_quality(self, model: str, version: str, snapshot: dict[str, Any]) -> None:
-        """Set ``shipyard_live_quality`` from a :meth:`LiveQuality.snapshot` (None → NaN)."""
-        for window, values in snapshot.get("windows", {}).items():
-            self.live_quality_rows.labels(model, version, window).set(values.get("n", 0))
-            for metric, value in values.items():
-                if metric == "n" or not (value is None or isinstance(value, (int, float))):
-                    continue
-                gauge = self.live_quality.labels(model, version, metric, window)
-                gauge.set(float("nan") if value is None else float(value))
+    def watch_quality(self, source: Callable[[], Iterable[QualitySnapshot]]) -> None:
+        """Export ``shipyard_live_quality*`` from ``source`` at every scrape.
+
+        ``source`` returns ``(model, version, LiveQuality.snapshot())`` triples; it runs on
+        the scraping thread (the server scrapes off its event loop).
+        """
+        self.live_quality.source = source
+
+    def latency_counts(self) -> dict[tuple[str, str], list[int]]:
+        """Request-latency bucket counts per (model, version), summed over protocols.
+
+        Not cumulative; the last count is the +Inf bucket. Bounds: ``LATENCY_BUCKETS_S``.
+        """
+        out: dict[tuple[str, str], list[int]] = {}
+        for (model, version, _), child in list(self.latency.children.items()):
+            counts = list(child.counts)
+            have = out.get((model, version))
+            out[(model, version)] = (
+                counts if have is None else [a + b for a, b in zip(have, counts, strict=True)]
+            )
+        return out
 
     def exposition(self) -> bytes:
         """The text exposition format for ``/metrics``."""

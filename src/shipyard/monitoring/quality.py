@@ -7,20 +7,27 @@ computed by the same code (:mod:`shipyard.metrics`): accuracy, precision, recall
 ROC AUC; MAE, RMSE and R² for regressors. A metric that is undefined in a window (no
 labelled row, AUC with one class present) is ``None`` (JSON ``null``).
 
-Memory is bounded: events live in a ring buffer of ``capacity`` rows (the oldest go
-first) and rows older than the longest time window are evicted on every add and read.
-A read copies the rows of a window under the lock and computes outside it: O(window).
+Events are kept in time order (their ``at``: the prediction's time, so a label that
+arrives late lands where its prediction was), and a count window ``last_N`` is the N
+newest predictions that have labels. An event given a ``key`` (say the request id and
+row) replaces an earlier event of the same key, as a corrected label replaces the old one
+in the feedback store: rebuilding from the store gives the same windows.
+
+Memory is bounded: at most ``capacity`` events are kept (the oldest go first); when
+every window is a time window, events older than the longest one are evicted on every
+add and read too. A read copies the rows of a window under the lock and computes outside
+it: O(log n + window).
 
 Imports: numpy, shipyard.errors, shipyard.metrics, shipyard._utils.clock.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import threading
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,6 +85,13 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+Event = tuple[float, Any, Any, float | None, Hashable | None]
+
+
+def _at(event: Event) -> float:
+    return event[0]
+
+
 class LiveQuality:
     """Sliding-window quality of one (model, version); thread-safe.
 
@@ -120,16 +134,31 @@ class LiveQuality:
         self.labels = None if labels is None else list(labels)
         self.pos_label = pos_label
         times = [w.seconds for w in self.windows if w.seconds is not None]
-        self._max_age = max(times) if times else None
-        self._events: deque[tuple[float, Any, Any, float | None]] = deque(maxlen=capacity)
+        # a count window keeps its rows however old they are: evict by age only without one
+        only_time = all(w.count is None for w in self.windows)
+        self._max_age = max(times) if times and only_time else None
+        self._events: list[Event] = []  # sorted by time
+        self._keys: dict[Hashable, float] = {}
         self._lock = threading.Lock()
         self.total = 0
 
     def add(
-        self, y_pred: Any, y_true: Any, *, score: float | None = None, at: float | None = None
+        self,
+        y_pred: Any,
+        y_true: Any,
+        *,
+        score: float | None = None,
+        at: float | None = None,
+        key: Hashable | None = None,
     ) -> None:
         """Record one labelled prediction (``score``: the positive-class probability)."""
-        self.add_many([y_pred], [y_true], scores=None if score is None else [score], at=at)
+        self.add_many(
+            [y_pred],
+            [y_true],
+            scores=None if score is None else [score],
+            at=at,
+            keys=None if key is None else [key],
+        )
 
     def add_many(
         self,
@@ -138,17 +167,25 @@ class LiveQuality:
         *,
         scores: Sequence[float | None] | None = None,
         at: float | Sequence[float] | None = None,
+        keys: Sequence[Hashable | None] | None = None,
     ) -> None:
         """Record labelled predictions; ``at`` is one time for all or one per row.
+
+        ``keys`` name the rows: a row whose key was recorded before replaces that event.
 
         Raises:
             InvalidInputError: the sequences differ in length.
         """
         n = len(y_pred)
-        if len(y_true) != n or (scores is not None and len(scores) != n):
+        if (
+            len(y_true) != n
+            or (scores is not None and len(scores) != n)
+            or (keys is not None and len(keys) != n)
+        ):
             raise InvalidInputError(
-                "y_pred, y_true and scores must have the same length. "
-                f"Got {n}, {len(y_true)} and {None if scores is None else len(scores)} instead."
+                "y_pred, y_true, scores and keys must have the same length. "
+                f"Got {n}, {len(y_true)}, {None if scores is None else len(scores)} and "
+                f"{None if keys is None else len(keys)} instead."
             )
         now = self.clock.now()
         if at is None:
@@ -160,39 +197,70 @@ class LiveQuality:
             if len(stamps) != n:
                 raise InvalidInputError(f"at must hold {n} times. Got {len(stamps)} instead.")
         with self._lock:
+            ev = self._events
             for i in range(n):
-                s = None if scores is None else scores[i]
-                self._events.append((float(stamps[i]), y_pred[i], y_true[i], s))
-            self.total += n
+                key = None if keys is None else keys[i]
+                if key is not None and key in self._keys:
+                    self._drop(key)
+                else:
+                    self.total += 1
+                event: Event = (
+                    float(stamps[i]),
+                    y_pred[i],
+                    y_true[i],
+                    None if scores is None else scores[i],
+                    key,
+                )
+                if not ev or event[0] >= ev[-1][0]:
+                    ev.append(event)
+                else:  # a late label: its prediction goes where its time says
+                    bisect.insort_right(ev, event, key=_at)
+                if key is not None:
+                    self._keys[key] = event[0]
+            if len(ev) > self.capacity:
+                self._forget(len(ev) - self.capacity)
             self._evict(now)
+
+    def _drop(self, key: Hashable) -> None:
+        ev, at = self._events, self._keys.pop(key)
+        i = bisect.bisect_left(ev, at, key=_at)
+        while i < len(ev) and ev[i][0] == at:
+            if ev[i][4] == key:
+                del ev[i]
+                return
+            i += 1
+
+    def _forget(self, k: int) -> None:
+        """Drop the ``k`` oldest events."""
+        for event in self._events[:k]:
+            if event[4] is not None:
+                self._keys.pop(event[4], None)
+        del self._events[:k]
 
     def _evict(self, now: float) -> None:
         if self._max_age is None:
             return
-        cutoff = now - self._max_age
-        ev = self._events
-        while ev and ev[0][0] < cutoff:
-            ev.popleft()
+        k = bisect.bisect_left(self._events, now - self._max_age, key=_at)
+        if k:
+            self._forget(k)
+
+    @property
+    def max_age_s(self) -> float | None:
+        """Age past which events are dropped: the longest window when all are by time."""
+        return self._max_age
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._events)
 
-    def _rows(self, window: Window, now: float) -> list[tuple[float, Any, Any, float | None]]:
+    def _rows(self, window: Window, now: float) -> list[Event]:
         with self._lock:
             self._evict(now)
+            ev = self._events
             if window.count is not None:
-                k = min(window.count, len(self._events))
-                return [self._events[i] for i in range(len(self._events) - k, len(self._events))]
+                return ev[max(0, len(ev) - window.count) :]
             assert window.seconds is not None
-            cutoff = now - window.seconds
-            out = []
-            for event in reversed(self._events):
-                if event[0] < cutoff:
-                    break
-                out.append(event)
-            out.reverse()
-            return out
+            return ev[bisect.bisect_left(ev, now - window.seconds, key=_at) :]
 
     def window_metrics(self, window: Window | str) -> dict[str, Any]:
         """The metrics of one window (``n``: labelled rows in it)."""
@@ -210,14 +278,14 @@ class LiveQuality:
             f"No window named {name!r}. Expected one of {[w.name for w in self.windows]}."
         )
 
-    def _regression(self, rows: list[tuple[float, Any, Any, float | None]]) -> dict[str, Any]:
+    def _regression(self, rows: list[Event]) -> dict[str, Any]:
         out: dict[str, Any] = {"n": len(rows), "mae": None, "mse": None, "rmse": None, "r2": None}
         if rows:
             m = regression_metrics([r[2] for r in rows], [r[1] for r in rows])
             out.update({k: _finite(float(v)) for k, v in m.items()})
         return out
 
-    def _classification(self, rows: list[tuple[float, Any, Any, float | None]]) -> dict[str, Any]:
+    def _classification(self, rows: list[Event]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "n": len(rows),
             "accuracy": None,
@@ -259,13 +327,17 @@ class LiveQuality:
     def values(self) -> dict[str, float | None]:
         """Flat ``quality.<metric>`` → value per window, for alert rules.
 
-        Keys are ``quality.<metric>@<window>``; the first window's values also appear
-        under plain ``quality.<metric>``.
+        Keys are ``quality.<metric>@<window>``, and ``quality.<precision|recall|f1>[<class>]
+        @<window>`` per class; the first window's values also appear under plain
+        ``quality.<metric>``.
         """
         snap = self.snapshot()
         flat: dict[str, float | None] = {}
         for i, (name, metrics) in enumerate(snap["windows"].items()):
-            for key, value in metrics.items():
+            items = [(k, v) for k, v in metrics.items() if k != "per_class"]
+            for label, stats in metrics.get("per_class", {}).items():
+                items += [(f"{s}[{label}]", stats[s]) for s in ("precision", "recall", "f1")]
+            for key, value in items:
                 if isinstance(value, (int, float)) or value is None:
                     flat[f"quality.{key}@{name}"] = value
                     if i == 0:

@@ -267,7 +267,9 @@ def _routes(dataplane: DataPlane) -> list[Route]:
         return Response(openapi, media_type="application/json")
 
     async def metrics(request: Request) -> Response:
-        return Response(dataplane.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        # off the loop: live-quality gauges are computed at scrape time
+        body = await asyncio.to_thread(dataplane.metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def feedback(request: Request) -> Response:
         from shipyard.monitoring.feedback import parse_labels

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from shipyard.monitoring.feedback import FeedbackResult, FeedbackStore, LabelledRow
+    from shipyard.monitoring.live import LiveQualityTracker
     from shipyard.monitoring.predlog import PredictionLog
     from shipyard.monitoring.watch import StatusCache
     from shipyard.runtime.pool import LoadedModel, ModelPool
@@ -240,6 +241,7 @@ class DataPlane:
         # monitoring (set by the runner when the prediction log is on)
         self.predlog: PredictionLog | None = None
         self.feedback_store: FeedbackStore | None = None
+        self.live: LiveQualityTracker | None = None
         self._watch_cache: StatusCache | None = None
 
     # ---- lookup (hot path: sync, dictionary lookups only) -------------------------------
@@ -383,7 +385,8 @@ class DataPlane:
         """Per served version: rows logged and labelled, live quality, offline metrics.
 
         Live quality is computed over every labelled row and over the last ``window``,
-        beside the offline metrics stored in the registry.
+        and given for the live-quality windows (``monitoring.quality_windows``, by time and
+        by count), beside the offline metrics stored in the registry.
 
         Raises:
             ModelNotFound: no such model is served.
@@ -403,8 +406,16 @@ class DataPlane:
                 mv = await asyncio.to_thread(self.pool.registry.get, f"{base}:{version}")
                 offline = dict(mv.metrics)
             watched = await self._watch(base, v, model.manifest.task, rows)
+            live = self.live
+            windows = None if live is None else await asyncio.to_thread(live.windows_of, base, v)
             versions[v] = version_status(
-                model.manifest.task, counts.get(v, {}), rows, offline, window, **watched
+                model.manifest.task,
+                counts.get(v, {}),
+                rows,
+                offline,
+                window,
+                **watched,
+                windows=windows,
             )
         log = self.predlog
         return {
@@ -469,13 +480,19 @@ class DataPlane:
                 "The prediction log must be on to accept feedback. It is off.",
                 hint="Set SHIPYARD_MONITORING__LOG_PREDICTIONS=true.",
             )
-        result = await asyncio.to_thread(store.add_labels, base, items)
+        live = self.live
+
+        def add(batch: Sequence[Any]) -> FeedbackResult:
+            joined = store.add_labels(base, batch)
+            if live is not None and joined.joined:  # live quality, stamped with prediction times
+                live.feed(base, joined.joined)
+            return joined
+
+        result = await asyncio.to_thread(add, items)
         if result.unknown:
             await asyncio.to_thread(log.flush)
             missing = {u["index"] for u in result.unknown}
-            retry = await asyncio.to_thread(
-                store.add_labels, base, [i for i in items if i.index in missing]
-            )
+            retry = await asyncio.to_thread(add, [i for i in items if i.index in missing])
             result.unknown = retry.unknown
             result.joined.extend(retry.joined)
             result.accepted = len(result.joined)
@@ -576,8 +593,23 @@ class DataPlane:
             logger.exception("Could not load %s", ref)
             raise
         await self._install(route_name, ref, loaded, pinned=parsed.version is not None)
+        await self._seed_live(loaded)
         state.state, state.reason, state.version = "READY", "", loaded.version
         return state
+
+    async def _seed_live(self, loaded: LoadedModel) -> None:
+        """Give a newly loaded version its live quality, seeded from the stored labels."""
+        live, store = self.live, self.feedback_store
+        name, version = loaded.key[0], str(loaded.key[1])
+        if live is None or store is None or live.get(name, version) is not None:
+            return
+        try:
+            n = await asyncio.to_thread(live.seed, store, name, version, loaded.manifest.task)
+        except Exception as exc:  # live quality must not stop a model from serving
+            logger.warning("Could not seed live quality of %s:%s: %s", name, version, exc)
+            return
+        if n:
+            logger.info("Live quality of %s:%s seeded with %d labelled rows", name, version, n)
 
     async def _install(self, route_name: str, ref: str, loaded: LoadedModel, pinned: bool) -> None:
         async with self._lock:

@@ -23,6 +23,7 @@ import uvicorn
 from shipyard.config import Settings
 from shipyard.errors import ConfigError
 from shipyard.monitoring.metrics import ServerMetrics
+from shipyard.server import _monitoring
 from shipyard.server._http import limited_http_protocol
 from shipyard.server.app import create_app, create_management_app
 from shipyard.server.dataplane import DataPlane
@@ -114,6 +115,9 @@ async def serve_async(
     from shipyard.runtime.pool import ModelPool
 
     started = time.perf_counter()
+    # bad monitoring settings fail the start before anything runs
+    alerts_config = _monitoring.load_alerts(settings)
+    tracker = _monitoring.live_quality_tracker(settings)
     reg = registry or ModelRegistry.open(settings)
     metrics = ServerMetrics()
     pool = ModelPool(
@@ -124,7 +128,10 @@ async def serve_async(
     )
     dataplane = DataPlane(pool, settings, metrics, model_settings)
     predlog = _start_prediction_log(dataplane, settings, metrics)
-    await dataplane.start(refs)
+    if tracker is not None and dataplane.feedback_store is not None:
+        dataplane.live = tracker
+        metrics.watch_quality(tracker.snapshots)
+    await dataplane.start(refs)  # seeds each version's live quality from stored labels
     s = settings.server
     servers: list[_Server] = []
     if s.port:
@@ -172,6 +179,11 @@ async def serve_async(
         s.management_port or "off",
         (time.perf_counter() - started) * 1000,
     )
+    alerts = (
+        None
+        if alerts_config is None
+        else _monitoring.start_alerts(alerts_config, dataplane, metrics, tracker)
+    )
     if ready_event is not None:
         ready_event.set()
     try:
@@ -180,6 +192,8 @@ async def serve_async(
     finally:
         for srv in servers:
             srv.should_exit = True
+        if alerts is not None:
+            await asyncio.to_thread(alerts.stop, min(settings.server.drain_timeout_s, 5.0))
         if grpc_server is not None:
             await grpc_server.stop(settings.server.drain_timeout_s)
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,6 +8,7 @@ Imports: registry, monitoring, spec, errors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from shipyard.errors import DataNotFound, InvalidData
 from shipyard.monitoring.drift import DriftThresholds
 from shipyard.monitoring.feedback import FeedbackStore
 from shipyard.monitoring.joined import version_status
+from shipyard.monitoring.live import windows_from_rows
 from shipyard.monitoring.watch import drift_section, estimated_section, read_latest
 from shipyard.registry import ModelRegistry
 from shipyard.spec import ModelRef
@@ -81,6 +83,8 @@ def status(
     root: Path | None = None,
     drift_window: int = 10_000,
     thresholds: DriftThresholds | None = None,
+    quality_windows: Sequence[str] = (),
+    quality_capacity: int = 100_000,
 ) -> dict[str, Any]:
     """Logged and labelled rows, live quality and offline metrics, per version of a model.
 
@@ -91,6 +95,13 @@ def status(
     ``drift_window`` logged rows against its stored reference, judged by ``thresholds``)
     and ``estimated`` (label-free quality of those rows, beside the measured quality of
     the newest labelled ones); see :mod:`shipyard.monitoring.watch`.
+
+    ``quality_windows`` (``monitoring.quality_windows``: by time, ``5m``, and by count,
+    ``last_1000``) are built from the stored labelled rows and their prediction times, as
+    a server's live quality holds them, and shown in ``live`` beside ``all``.
+
+    Raises:
+        InvalidInputError: a malformed window name.
     """
     parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
     counts = store.counts(parsed.name)
@@ -108,6 +119,10 @@ def status(
             latest = read_latest(root, parsed.name, v, drift_window, store.keys)
             extra["drift"] = drift_section(root, parsed.name, v, latest, thresholds=thresholds)
             extra["estimated"] = estimated_section(mv.manifest.task, latest, rows[-drift_window:])
+        if quality_windows:
+            extra["windows"] = windows_from_rows(
+                mv.manifest.task, rows, quality_windows, capacity=quality_capacity
+            )
         out["versions"][v] = version_status(
             mv.manifest.task, counts.get(v, {}), rows, dict(mv.metrics), window, **extra
         )

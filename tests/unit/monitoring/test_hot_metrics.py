@@ -71,3 +71,15 @@ def test_each_model_version_and_protocol_has_its_own_children() -> None:
         'shipyard_request_latency_seconds_count{model="a",protocol="rest",version="2"} 1.0' in text
     )
     assert m.for_model("a", "1", "rest") is m.for_model("a", "1", "rest")
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    import pytest
+
+    from shipyard.monitoring.metrics import histogram_quantile
+
+    bounds = (1.0, 2.0, 4.0)
+    assert histogram_quantile(0.99, bounds, [0, 0, 0, 0]) is None
+    assert histogram_quantile(0.5, bounds, [0, 10, 0, 0]) == pytest.approx(1.5)
+    assert histogram_quantile(0.99, bounds, [50, 49, 1, 0]) == pytest.approx(2.0)
+    assert histogram_quantile(0.99, bounds, [0, 0, 0, 3]) == 4.0  # +Inf: the largest bound

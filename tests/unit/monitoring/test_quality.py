@@ -123,15 +123,74 @@ def test_thread_safety_smoke() -> None:
     assert q.window_metrics("last_500")["accuracy"] == 1.0
 
 
-def test_values_and_prometheus_gauges() -> None:
-    q = LiveQuality("classification", ["5m", "last_10"], clock=ManualClock())
+def test_values_and_prometheus_gauges_read_at_scrape_time() -> None:
+    clock = ManualClock(100.0)
+    q = LiveQuality("classification", ["5m", "last_10"], clock=clock)
     q.add_many([1, 0, 1, 1], [1, 0, 0, 1])
     vals = q.values()
     assert vals["quality.accuracy"] == 0.75 and vals["quality.accuracy@last_10"] == 0.75
+    assert vals["quality.f1[0]@5m"] == pytest.approx(
+        skm.f1_score([1, 0, 0, 1], [1, 0, 1, 1], average=None)[0]
+    )
     m = ServerMetrics()
-    m.update_quality("iris", "3", q.snapshot())
+    m.watch_quality(lambda: [("iris", "3", q.snapshot())])
     text = m.exposition().decode()
     line = 'shipyard_live_quality{metric="accuracy",model="iris",version="3",window="5m"} 0.75'
     assert line in text
     assert 'metric="roc_auc",model="iris",version="3",window="5m"} NaN' in text
     assert 'shipyard_live_quality_rows{model="iris",version="3",window="last_10"} 4.0' in text
+    # confusion: true 0 predicted 1 once; per-class recall of class 0 is 1/2
+    assert (
+        'shipyard_live_confusion{model="iris",predicted="1",true="0",version="3",window="5m"} 1.0'
+        in text
+    )
+    assert (
+        'shipyard_live_quality_class{class="0",metric="recall",model="iris",version="3",'
+        'window="5m"} 0.5' in text
+    )
+    # a time window empties as time passes, with no new label: the scrape sees it
+    clock.advance(301)
+    text = m.exposition().decode()
+    assert 'shipyard_live_quality_rows{model="iris",version="3",window="5m"} 0.0' in text
+    assert 'shipyard_live_quality_rows{model="iris",version="3",window="last_10"} 4.0' in text
+
+
+def test_a_late_label_lands_at_its_prediction_time() -> None:
+    clock = ManualClock(1000.0)
+    q = LiveQuality("classification", ["60s", "last_2"], clock=clock)
+    q.add(1, 1, at=990.0)
+    q.add(0, 0, at=995.0)
+    q.add(1, 0, at=900.0)  # labelled last, predicted first: older than both
+    assert q.window_metrics("last_2")["accuracy"] == 1.0  # the two newest predictions
+    assert q.window_metrics("60s")["n"] == 2
+    assert len(q) == 3  # a count window keeps rows older than the time windows
+
+
+def test_count_windows_keep_old_rows_and_time_only_windows_drop_them() -> None:
+    clock = ManualClock(10_000.0)
+    q = LiveQuality("classification", ["1h", "last_5"], clock=clock)
+    q.add_many([1, 1], [1, 1], at=1.0)  # labelled hours after the predictions
+    assert q.window_metrics("last_5")["n"] == 2 and q.window_metrics("1h")["n"] == 0
+    only_time = LiveQuality("classification", ["1h"], clock=clock)
+    only_time.add_many([1, 1], [1, 1], at=1.0)
+    assert len(only_time) == 0 and only_time.max_age_s == 3600
+    assert q.max_age_s is None
+
+
+def test_a_keyed_row_is_replaced_not_counted_twice() -> None:
+    q = LiveQuality("classification", ["last_10"], clock=ManualClock())
+    q.add_many([1, 1, 0], [0, 1, 0], at=[1.0, 2.0, 2.0], keys=[("a", 0), ("b", 0), ("b", 1)])
+    assert q.window_metrics("last_10")["accuracy"] == pytest.approx(2 / 3)
+    q.add(1, 1, at=1.0, key=("a", 0))  # a corrected label
+    w = q.window_metrics("last_10")
+    assert w["n"] == 3 and w["accuracy"] == 1.0 and q.total == 3
+    q2 = LiveQuality("classification", ["last_2"], capacity=2, clock=ManualClock())
+    q2.add_many([0, 0, 0], [0, 0, 0], at=[1.0, 2.0, 3.0], keys=["x", "y", "z"])
+    q2.add(1, 0, at=1.0, key="x")  # its first event was evicted: it comes back as new, oldest
+    assert len(q2) == 2 and q2.window_metrics("last_2")["accuracy"] == 1.0
+
+
+def test_mismatched_keys_are_refused() -> None:
+    q = LiveQuality("classification", ["last_10"], clock=ManualClock())
+    with pytest.raises(InvalidInputError, match="same length"):
+        q.add_many([1, 1], [1, 1], keys=["a"])
