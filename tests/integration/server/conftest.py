@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -148,3 +151,30 @@ def served(home: Path, tmp_path: Path) -> Iterator[RunningServer]:
     server = start_server(["tiny", "tiny:1"], settings)
     yield server
     stop_server(server)
+
+
+def spawn_server(home: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """``shipyard serve ARGS`` as a real process on free ports: (process, base URL).
+
+    Not waited for; its stdout and stderr are one text pipe.
+    """
+    port = free_port()
+    exe = str(Path(sys.executable).with_name("shipyard"))
+    proc = subprocess.Popen(
+        [
+            exe,
+            "serve",
+            *args,
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--management-port",
+            str(free_port()),
+        ],
+        env={**os.environ, "SHIPYARD_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"

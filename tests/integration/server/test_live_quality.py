@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +18,7 @@ from shipyard.metrics import classification_metrics, regression_metrics
 from shipyard.registry import ModelRegistry
 from tests.unit.monitoring.test_alerts import Receiver
 
-from .conftest import free_port, server_settings, start_server, stop_server
+from .conftest import server_settings, spawn_server, start_server, stop_server
 from .test_tfserving import _register_iris, _register_linear
 
 WINDOWS = ["1h", "last_10"]
@@ -207,41 +204,18 @@ def test_a_regressor_gets_mae_and_rmse(home: Path, tmp_path: Path) -> None:
     assert gauges["rmse"] == pytest.approx(want["rmse"])
 
 
-def _serve(home: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    exe = str(Path(sys.executable).with_name("shipyard"))
-    proc = subprocess.Popen(
-        [
-            exe,
-            "serve",
-            *args,
-            "--port",
-            str(port),
-            "--grpc-port",
-            str(free_port()),
-            "--management-port",
-            str(free_port()),
-        ],
-        env={**os.environ, "SHIPYARD_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def test_serve_with_a_bad_alerts_file_refuses_to_start(home: Path, tmp_path: Path) -> None:
     reg = ModelRegistry.open(_settings(home, None))
     _register_iris(reg, tmp_path)
     reg.close()
     bad = tmp_path / "alerts.toml"
     bad.write_text('[[rules]]\nname = "acc"\nmetric = "quality.accuracy"\nop = "<="\n')
-    proc, _ = _serve(home, "iris", "--alerts", str(bad))
+    proc, _ = spawn_server(home, "iris", "--alerts", str(bad))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
     assert "error[config-error]" in out and "rule 'acc', field 'op'" in out
     assert "Traceback" not in out
-    proc, _ = _serve(home, "iris", "--alerts", str(tmp_path / "missing.toml"))
+    proc, _ = spawn_server(home, "iris", "--alerts", str(tmp_path / "missing.toml"))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "does not exist" in out
 
@@ -259,7 +233,7 @@ def test_serve_with_alerts_fires_to_a_webhook_and_drains_on_sigterm(
         # p99 over each evaluation interval: set by a request, unset by an idle interval
         '[[rules]]\nname = "slow"\nmetric = "latency.p99_ms"\nop = ">"\nthreshold = 0\n'
     )
-    proc, url = _serve(home, "iris", "--alerts", str(alerts))
+    proc, url = spawn_server(home, "iris", "--alerts", str(alerts))
     try:
         _wait(lambda: _live(url), timeout_s=60)
         x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)

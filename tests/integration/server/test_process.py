@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,31 +11,11 @@ import httpx
 
 from shipyard.registry import ModelRegistry
 
-from .conftest import free_port, register_tiny
+from .conftest import register_tiny, spawn_server
 
 
 def _spawn(home: Path, *refs: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    env = {**os.environ, "SHIPYARD_HOME": str(home)}
-    exe = str(Path(sys.executable).with_name("shipyard"))
-    proc = subprocess.Popen(
-        [
-            exe,
-            "serve",
-            *refs,
-            "--port",
-            str(port),
-            "--grpc-port",
-            str(free_port()),
-            "--management-port",
-            str(free_port()),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = spawn_server(home, *refs)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
