@@ -136,7 +136,7 @@ def test_the_report_renders_offline_in_chromium(
             "visible": "[...document.querySelectorAll('circle.point')]"
             ".filter(c => c.getBoundingClientRect().width > 0).length",
             "xs": "[...document.querySelectorAll('circle.point')].map(c => +c.dataset.x)",
-            "bars": "document.querySelectorAll('#plot-size rect.bar').length",
+            "bars": "document.querySelectorAll('#plot-size rect.point').length",
             "rows": "document.querySelectorAll('#figures tr').length",
         },
     )

@@ -12,7 +12,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["bar_chart", "heatmap", "line_chart"]
+__all__ = ["bar_chart", "heatmap", "line_chart", "scatter"]
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 _W, _H, _PAD = 640, 300, 56
@@ -94,6 +94,53 @@ def line_chart(
         parts.append(
             f'<text x="{_W - _PAD + 4}" y="{_PAD / 2 + 14 * (k + 1)}" font-size="11" '
             f'fill="{color}">{_esc(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def scatter(
+    plot_id: str,
+    points: Sequence[tuple[str, float, float, str]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+) -> str:
+    """Labelled points: (label, x, y, colour) each; the x axis starts at 0."""
+    good = [p for p in points if math.isfinite(p[1]) and math.isfinite(p[2])]
+    if not good:
+        return f'<p class="empty" id="{_esc(plot_id)}">No data yet for {_esc(title)}.</p>'
+    x0, x1 = _span(0.0, max(p[1] for p in good) * 1.1)
+    y0, y1 = _span(min(p[2] for p in good), max(p[2] for p in good))
+    pad = (y1 - y0) * 0.1
+    y0, y1 = y0 - pad, y1 + pad
+
+    def px(x: float) -> float:
+        return _PAD + (x - x0) / (x1 - x0) * (_W - 2 * _PAD)
+
+    def py(y: float) -> float:
+        return _H - _PAD - (y - y0) / (y1 - y0) * (_H - 1.5 * _PAD)
+
+    parts = _frame(plot_id, title, x_label, y_label)
+    for i in range(5):
+        tx, ty = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
+        parts.append(
+            f'<text x="{px(tx):.1f}" y="{_H - _PAD + 16}" font-size="10" '
+            f'text-anchor="middle">{tx:.3g}</text>'
+        )
+        parts.append(
+            f'<text x="{_PAD - 6}" y="{py(ty) + 4:.1f}" font-size="10" '
+            f'text-anchor="end">{ty:.4g}</text>'
+        )
+    for label, x, y, color in good:
+        parts.append(
+            f'<circle class="point" data-label="{_esc(label)}" data-x="{x:.6g}" '
+            f'data-y="{y:.6g}" cx="{px(x):.1f}" cy="{py(y):.1f}" r="6" fill="{_esc(color)}">'
+            f"<title>{_esc(label)}: {x:.4g}, {y:.4g}</title></circle>"
+        )
+        parts.append(
+            f'<text x="{px(x) + 8:.1f}" y="{py(y) - 8:.1f}" font-size="10">{_esc(label)}</text>'
         )
     parts.append("</svg>")
     return "\n".join(parts)
