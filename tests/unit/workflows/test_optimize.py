@@ -103,7 +103,8 @@ def test_passing_variants_are_registered_with_lineage_and_default_stays(
     assert res.best in {v.name for v in res.variants}
     assert res.best_ref is not None and res.speedup is not None and res.speedup > 0
     html = (tmp_path / "report.html").read_text()
-    assert html.count('class="point"') == 4
+    assert html.count('<circle class="point"') == 4  # one per measured variant
+    assert html.count('<rect class="point"') == 4  # and its size bar
     stored = registry.read_artifact(res.best_ref, role="optimize-report").decode()
     assert stored == html
 
