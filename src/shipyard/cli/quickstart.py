@@ -86,6 +86,13 @@ def _monitoring_demo(
             f"{drift['prediction_drifted']}; estimated accuracy without labels (CBPE) "
             f"{est.get('accuracy', float('nan')):.3f}"
         )
+        measured = q.get("accuracy")
+        if measured is not None and abs(est.get("accuracy", measured) - measured) > 0.1:
+            click.echo(
+                "       (CBPE trusts the model's probabilities, and this model's are not "
+                "calibrated: calibrate it, e.g. with CalibratedClassifierCV, before relying "
+                "on estimates)"
+            )
 
 
 def _serve_demo(
