@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["bar_chart", "heatmap", "line_chart", "scatter"]
 
@@ -46,21 +46,17 @@ def _frame(plot_id: str, title: str, x_label: str, y_label: str) -> list[str]:
     ]
 
 
-def line_chart(
+def _axes(
     plot_id: str,
-    series: Mapping[str, Sequence[tuple[float, float]]],
-    *,
     title: str,
     x_label: str,
     y_label: str,
-    x_format: str = "{:.3g}",
-) -> str:
-    """Lines with a marker per point, one colour per series, and a legend."""
-    points = [p for pts in series.values() for p in pts if math.isfinite(p[1])]
-    if not points:
-        return f'<p class="empty" id="{_esc(plot_id)}">No data yet for {_esc(title)}.</p>'
-    x0, x1 = _span(min(p[0] for p in points), max(p[0] for p in points))
-    y0, y1 = _span(min(p[1] for p in points), max(p[1] for p in points))
+    bounds: tuple[float, float, float, float],
+    x_format: str,
+) -> tuple[list[str], Callable[[float], float], Callable[[float], float]]:
+    """The frame with five ticks on each axis, and the data-to-pixel maps of ``bounds``
+    (x0, x1, y0, y1)."""
+    x0, x1, y0, y1 = bounds
 
     def px(x: float) -> float:
         return _PAD + (x - x0) / (x1 - x0) * (_W - 2 * _PAD)
@@ -79,6 +75,25 @@ def line_chart(
             f'<text x="{_PAD - 6}" y="{py(ty) + 4:.1f}" font-size="10" '
             f'text-anchor="end">{ty:.4g}</text>'
         )
+    return parts, px, py
+
+
+def line_chart(
+    plot_id: str,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    x_format: str = "{:.3g}",
+) -> str:
+    """Lines with a marker per point, one colour per series, and a legend."""
+    points = [p for pts in series.values() for p in pts if math.isfinite(p[1])]
+    if not points:
+        return f'<p class="empty" id="{_esc(plot_id)}">No data yet for {_esc(title)}.</p>'
+    x0, x1 = _span(min(p[0] for p in points), max(p[0] for p in points))
+    y0, y1 = _span(min(p[1] for p in points), max(p[1] for p in points))
+    parts, px, py = _axes(plot_id, title, x_label, y_label, (x0, x1, y0, y1), x_format)
     for k, (name, pts) in enumerate(series.items()):
         color = PALETTE[k % len(PALETTE)]
         good = [(x, y) for x, y in pts if math.isfinite(y)]
@@ -114,25 +129,8 @@ def scatter(
     x0, x1 = _span(0.0, max(p[1] for p in good) * 1.1)
     y0, y1 = _span(min(p[2] for p in good), max(p[2] for p in good))
     pad = (y1 - y0) * 0.1
-    y0, y1 = y0 - pad, y1 + pad
-
-    def px(x: float) -> float:
-        return _PAD + (x - x0) / (x1 - x0) * (_W - 2 * _PAD)
-
-    def py(y: float) -> float:
-        return _H - _PAD - (y - y0) / (y1 - y0) * (_H - 1.5 * _PAD)
-
-    parts = _frame(plot_id, title, x_label, y_label)
-    for i in range(5):
-        tx, ty = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
-        parts.append(
-            f'<text x="{px(tx):.1f}" y="{_H - _PAD + 16}" font-size="10" '
-            f'text-anchor="middle">{tx:.3g}</text>'
-        )
-        parts.append(
-            f'<text x="{_PAD - 6}" y="{py(ty) + 4:.1f}" font-size="10" '
-            f'text-anchor="end">{ty:.4g}</text>'
-        )
+    bounds = (x0, x1, y0 - pad, y1 + pad)
+    parts, px, py = _axes(plot_id, title, x_label, y_label, bounds, "{:.3g}")
     for label, x, y, color in good:
         parts.append(
             f'<circle class="point" data-label="{_esc(label)}" data-x="{x:.6g}" '
