@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ import orjson
 import pyarrow as pa
 
 from shipyard._utils.crypto import decrypt_bytes, encrypt_bytes, is_encrypted
-from shipyard._utils.fs import fsync_dir
+from shipyard._utils.fs import atomic_write_bytes, fsync_dir
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -647,13 +646,6 @@ def without_inputs(path: Path, keys: KeyProvider | None = None) -> int | None:
     if sealed:
         assert keys is not None  # it decrypted
         data = encrypt_bytes(data, keys, aad=path.name.encode())
-    staged = path.with_name(f".{path.name}.tmp")
-    staged.write_bytes(data)
-    fd = os.open(staged, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(staged, path)
+    atomic_write_bytes(path, data)
     fsync_dir(path.parent)
-    return path.stat().st_size
+    return len(data)

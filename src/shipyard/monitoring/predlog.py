@@ -397,8 +397,8 @@ class PredictionLog:
             self.store.forget_segments(
                 [(p.parent.parent.name, p.parent.name, p.name) for p in gone]
             )
-        # stale staged files of a killed writer
-        for staged in self.segments_dir.glob("*/*/.*.tmp"):
+        # stale staged files of a killed writer (".<name>.tmp") or compaction (".tmp-*")
+        for staged in self.segments_dir.glob("*/*/.*"):
             if now - staged.stat().st_mtime > 60:
                 staged.unlink(missing_ok=True)
         return len(gone)
