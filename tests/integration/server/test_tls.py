@@ -119,9 +119,9 @@ def test_rest_and_grpc_over_tls(tls_server: RunningServer, pki: dict[str, Path])
     client.close()
 
 
-def test_mutual_tls_refuses_a_client_without_a_certificate(
-    home: Path, tmp_path: Path, pki: dict[str, Path]
-) -> None:
+@pytest.fixture
+def mtls_server(home: Path, tmp_path: Path, pki: dict[str, Path]) -> Iterator[RunningServer]:
+    """A server that requires client certificates signed by the test CA."""
     server = _serve(
         home,
         tmp_path,
@@ -131,48 +131,40 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
             "tls_client_ca": str(pki["ca.pem"]),
         },
     )
-    try:
-        https = server.http.replace("http://", "https://")
-        ctx = ssl.create_default_context(cafile=str(pki["ca.pem"]))
-        with pytest.raises(httpx.HTTPError), httpx.Client(verify=ctx, timeout=5) as c:
-            c.get(f"{https}/v2/health/ready")
-        ctx.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
-        with httpx.Client(verify=ctx, timeout=10) as c:
-            assert c.get(f"{https}/v2/health/ready").status_code == 200
-    finally:
-        stop_server(server)
+    yield server
+    stop_server(server)
+
+
+def test_mutual_tls_refuses_a_client_without_a_certificate(
+    mtls_server: RunningServer, pki: dict[str, Path]
+) -> None:
+    https = mtls_server.http.replace("http://", "https://")
+    ctx = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+    with pytest.raises(httpx.HTTPError), httpx.Client(verify=ctx, timeout=5) as c:
+        c.get(f"{https}/v2/health/ready")
+    ctx.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
+    with httpx.Client(verify=ctx, timeout=10) as c:
+        assert c.get(f"{https}/v2/health/ready").status_code == 200
 
 
 def test_grpc_mutual_tls_refuses_a_client_without_a_certificate(
-    home: Path, tmp_path: Path, pki: dict[str, Path]
+    mtls_server: RunningServer, pki: dict[str, Path]
 ) -> None:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    server = _serve(
-        home,
-        tmp_path,
-        {
-            "tls_cert": str(pki["server.pem"]),
-            "tls_key": str(pki["server.key"]),
-            "tls_client_ca": str(pki["ca.pem"]),
-        },
+    anonymous = grpcclient.InferenceServerClient(
+        mtls_server.grpc, ssl=True, root_certificates=str(pki["ca.pem"])
     )
-    try:
-        anonymous = grpcclient.InferenceServerClient(
-            server.grpc, ssl=True, root_certificates=str(pki["ca.pem"])
-        )
-        with pytest.raises(InferenceServerException):
-            anonymous.is_server_live(client_timeout=5)
-        anonymous.close()
-        client = grpcclient.InferenceServerClient(
-            server.grpc,
-            ssl=True,
-            root_certificates=str(pki["ca.pem"]),
-            private_key=str(pki["client.key"]),
-            certificate_chain=str(pki["client.pem"]),
-        )
-        assert client.is_server_live(client_timeout=5)
-        client.close()
-    finally:
-        stop_server(server)
+    with pytest.raises(InferenceServerException):
+        anonymous.is_server_live(client_timeout=5)
+    anonymous.close()
+    client = grpcclient.InferenceServerClient(
+        mtls_server.grpc,
+        ssl=True,
+        root_certificates=str(pki["ca.pem"]),
+        private_key=str(pki["client.key"]),
+        certificate_chain=str(pki["client.pem"]),
+    )
+    assert client.is_server_live(client_timeout=5)
+    client.close()
