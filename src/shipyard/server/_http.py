@@ -12,30 +12,107 @@
   ``request-timeout`` and the connection is closed. A connection only notes its deadline
   (a float); one sweep per server checks them every quarter of the timeout. Arming and
   cancelling a loop timer three times per request cost about 5% of the throughput.
+* **The infer fast path.** ``POST /v2/models/{name}[/versions/{v}]/infer`` is answered
+  here, without ASGI, when the server has a :class:`FastRoute` (the public app without
+  token auth): no scope dict, no task per request, no message dicts, one write of the
+  whole answer. The request is decoded, run and encoded inside the parser's
+  message-complete callback when its model runs inline; a batching model's request
+  becomes one task whose answer is written when its batch is done. Anything else (other
+  routes, ``Expect: 100-continue``, escapes or a query in the path, a request behind an
+  unanswered one on the same connection) takes the ordinary ASGI path.
+* **Keep-alive** is timed by the same sweep (an idle deadline, no loop timer per request).
 * **Malformed requests** (bad framing, both ``Content-Length`` and ``Transfer-Encoding``,
   duplicate ``Content-Length``, obs-fold) are refused by httptools; the client gets 400
   with the JSON error body (``malformed-request``) instead of uvicorn's plain text.
 
-Imports: errors, the server's errors table, uvicorn.
+Imports: errors, the server's errors table, uvicorn (its httptools protocol's internals).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from shipyard.errors import HeadersTooLarge, MalformedRequest, RequestTimeout, ShipyardError
+from shipyard.errors import (
+    HeadersTooLarge,
+    MalformedRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    ShipyardError,
+)
 from shipyard.server.errors import error_body
 
-__all__ = ["limited_http_protocol"]
+__all__ = ["FastRoute", "limited_http_protocol"]
 
 logger = logging.getLogger("shipyard.server")
 
 _END = b"\r\n\r\n"
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class FastCall(Protocol):
+    request_id: str
+    status: int
+
+    def bind(self) -> None: ...
+
+    def unbind(self) -> None: ...
+
+
+class FastRoute(Protocol):
+    """What the fast path needs of the app (``InferenceApp`` and its ``InferCall``)."""
+
+    max_body: int
+
+    def accepts(self, target: bytes) -> bool: ...
+
+    def call(self, path: str, headers: list[tuple[bytes, bytes]]) -> FastCall: ...
+
+    def refuse_early(self, call: Any) -> Reply | None: ...
+
+    def answer(self, call: Any, body: bytes) -> Reply | Awaitable[Reply]: ...
+
+    def failed(self, call: Any, exc: BaseException) -> Reply: ...
+
+    def finish(self, call: Any, client: tuple[str, int] | None) -> None: ...
+
+
+class _Noop:
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NOOP = _Noop()
+
+
+class _FastCycle:
+    """One fast-path request on a connection.
+
+    It stands in for uvicorn's request cycle where the protocol's own code looks at
+    ``self.cycle`` (pipelining, shutdown, disconnects).
+    """
+
+    __slots__ = ("body", "call", "disconnected", "keep_alive", "response_complete", "size")
+
+    message_event = _NOOP
+    response_started = False
+
+    def __init__(self, call: FastCall, keep_alive: bool) -> None:
+        self.call = call
+        self.keep_alive = keep_alive
+        self.body: list[bytes] = []
+        self.size = 0
+        self.response_complete = False
+        self.disconnected = False
 
 
 class _LimitedHttpTools(HttpToolsProtocol):
@@ -44,6 +121,7 @@ class _LimitedHttpTools(HttpToolsProtocol):
     # per server (each gets its own subclass): its open connections and their sweep
     _live: set[_LimitedHttpTools] = set()
     _sweeper: asyncio.TimerHandle | None = None
+    fast: FastRoute | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,6 +129,7 @@ class _LimitedHttpTools(HttpToolsProtocol):
         self._head_bytes = 0
         self._tail = b""  # the last 3 bytes seen, for a CRLFCRLF split across reads
         self._deadline: float | None = None  # loop time: head deadline or body stall
+        self._idle_until: float | None = None  # loop time: keep-alive deadline
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -75,9 +154,13 @@ class _LimitedHttpTools(HttpToolsProtocol):
         now = loop.time()
         for conn in [c for c in cls._live if c._deadline is not None and c._deadline <= now]:
             conn._timed_out()
+        for conn in [c for c in cls._live if c._idle_until is not None and c._idle_until <= now]:
+            conn._idle_until = None
+            conn.timeout_keep_alive_handler()
         cls._sweeper = loop.call_later(cls._sweep_s(), cls._sweep, loop) if cls._live else None
 
     def data_received(self, data: bytes) -> None:
+        self._idle_until = None
         if self._in_head:
             if self._deadline is None:
                 self._arm()  # the deadline runs from the first byte of the head
@@ -102,12 +185,128 @@ class _LimitedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm()  # from now on: the longest the body may stall
+        fast, cycle, parser = self.fast, self.cycle, self.parser
+        if (
+            fast is not None
+            and (cycle is None or cycle.response_complete)
+            and not self.expect_100_continue
+            and parser.get_method() == b"POST"
+            and fast.accepts(self.url)
+            and not parser.should_upgrade()
+        ):
+            call = fast.call(self.url.decode("ascii"), self.headers)
+            keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
+            self.cycle = fast_cycle = _FastCycle(call, keep_alive)  # type: ignore[assignment]
+            refused = fast.refuse_early(call)
+            if refused is not None:
+                fast_cycle.keep_alive = False  # its body is not read: the connection ends
+                self._reply(fast_cycle, refused)
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        cycle: Any = self.cycle
+        if type(cycle) is not _FastCycle:
+            super().on_body(body)
+            return
+        if cycle.response_complete:
+            return
+        cycle.size += len(body)
+        fast = self.fast
+        assert fast is not None
+        if cycle.size > fast.max_body:
+            cycle.keep_alive = False
+            self._reply(
+                cycle,
+                fast.failed(
+                    cycle.call,
+                    PayloadTooLarge(
+                        f"A request body must be at most {fast.max_body} bytes. "
+                        "Got more than that instead.",
+                        hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the batch.",
+                    ),
+                ),
+            )
+            return
+        cycle.body.append(body)
 
     def on_message_complete(self) -> None:
         self._disarm()
-        super().on_message_complete()
+        cycle: Any = self.cycle
+        if type(cycle) is not _FastCycle:
+            super().on_message_complete()
+        elif not cycle.response_complete:
+            self._answer(cycle)
         self._in_head, self._head_bytes, self._tail = True, 0, b""
+
+    def _answer(self, cycle: _FastCycle) -> None:
+        fast = self.fast
+        assert fast is not None
+        parts = cycle.body
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        cycle.body = []
+        call = cycle.call
+        call.bind()
+        try:
+            reply = fast.answer(call, body)
+            if isinstance(reply, tuple):
+                self._reply(cycle, reply)
+                return
+            # waits for a batch: one task, counted with uvicorn's so that a drain waits
+            task: asyncio.Task[Reply] = self.loop.create_task(reply)  # type: ignore[arg-type]
+        finally:
+            call.unbind()
+        self.tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(lambda t: self._answered(cycle, t))
+
+    def _answered(self, cycle: _FastCycle, task: asyncio.Task[Reply]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():  # the server is going down
+            cycle.response_complete = True
+            return
+        self._reply(cycle, task.result())
+
+    def _reply(self, cycle: _FastCycle, reply: Reply) -> None:
+        """Write the whole answer at once, then what uvicorn does after a response."""
+        cycle.response_complete = True
+        call = cycle.call
+        fast = self.fast
+        assert fast is not None
+        if self.transport.is_closing():  # the client went away: nothing to write to
+            fast.finish(call, self.client)
+            return
+        status, headers, payload = reply
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            head += (name, b": ", value, b"\r\n")
+        head.append(
+            b"content-length: %d\r\nx-request-id: %s\r\n" % (len(payload), call.request_id.encode())
+        )
+        if not cycle.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += (b"\r\n", payload)
+        self.transport.write(b"".join(head))
+        call.status = status
+        fast.finish(call, self.client)
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, with the keep-alive timeout as a deadline the sweep checks: arming a
+        # loop timer per response (and cancelling it on the next request) costs more
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_until = self.loop.time() + self.timeout_keep_alive
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(
@@ -160,15 +359,19 @@ class _LimitedHttpTools(HttpToolsProtocol):
 
 
 def limited_http_protocol(
-    max_header_bytes: int, client_timeout_s: float = 10.0
+    max_header_bytes: int, client_timeout_s: float = 10.0, fast: FastRoute | None = None
 ) -> type[HttpToolsProtocol]:
-    """The httptools protocol of uvicorn, with the head size and client time limits."""
+    """The httptools protocol of uvicorn, with the head size and client time limits.
+
+    With ``fast``, infer calls take the fast path (see the module docstring).
+    """
     return type(
         "LimitedHttpTools",
         (_LimitedHttpTools,),
         {
             "max_header_bytes": max_header_bytes,
             "client_timeout_s": client_timeout_s,
+            "fast": fast,
             "_live": set(),
             "_sweeper": None,
         },

@@ -35,12 +35,12 @@ from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
 from shipyard.server._auth import AuthMiddleware, auth_enabled, make_authenticator
 from shipyard.server._json import loads
-from shipyard.server.dataplane import DataPlane
+from shipyard.server.dataplane import DataPlane, ServedModel
 from shipyard.server.errors import error_body
 from shipyard.server.tfserving import tfserving_routes
 from shipyard.spec import ModelRef
 
-__all__ = ["InferenceApp", "create_app", "create_management_app"]
+__all__ = ["InferCall", "InferenceApp", "Reply", "create_app", "create_management_app"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("shipyard.access")
@@ -111,11 +111,81 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return await _read_body(request.receive, limit)
 
 
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+Arrays = dict[str, Any]
+"""An answer: status, headers (besides content-length), body."""
+
+_INFER_PREFIX = b"/v2/models/"
+_INFER_SUFFIX = b"/infer"
+
+
+class InferCall:
+    """One V2 REST infer request, from its head to its answer.
+
+    Shared by the two ways a request reaches :class:`InferenceApp`: through ASGI, and
+    through the HTTP protocol's fast path (``_http.py``), which skips the ASGI
+    scope, task and message dicts for this one route.
+    """
+
+    __slots__ = (
+        "_tokens",
+        "content_length",
+        "header_length",
+        "path",
+        "request_id",
+        "started",
+        "status",
+        "timeout_ms",
+        "trace_id",
+    )
+
+    def __init__(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        self.started = time.perf_counter()
+        self.path = path
+        self.status = 499  # the client went away before an answer
+        request_id = ""
+        self.content_length = -1
+        self.header_length: int | None = None
+        self.timeout_ms: float | None = None
+        self.trace_id: str | None = None
+        for key, value in headers:
+            if key == b"content-length":
+                self.content_length = int(value) if value.isdigit() else -1
+            elif key == b"inference-header-content-length":
+                self.header_length = int(value) if value.isdigit() else -2
+            elif key == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+            elif key == b"traceparent":
+                self.trace_id = trace_id_from_traceparent(value.decode("latin-1"))
+            elif key == TIMEOUT_HEADER:
+                try:
+                    self.timeout_ms = float(value)
+                except ValueError:
+                    self.timeout_ms = None
+        self.request_id = request_id or _new_request_id()
+        self._tokens: tuple[Any, Any] | None = None
+
+    def bind(self) -> None:
+        """Set the request and trace ids for the logs of this context."""
+        trace = trace_id_var.set(self.trace_id) if self.trace_id else None
+        self._tokens = (request_id_var.set(self.request_id), trace)
+
+    def unbind(self) -> None:
+        if self._tokens is not None:
+            token, trace = self._tokens
+            request_id_var.reset(token)
+            if trace is not None:
+                trace_id_var.reset(trace)
+            self._tokens = None
+
+
 class InferenceApp:
     """Pure-ASGI front for the hot path.
 
     Serves ``POST /v2/models/{name}[/versions/{v}]/infer`` itself and hands every other
-    request to ``fallback``.
+    request to ``fallback``. The same requests can also be answered without ASGI, by
+    the HTTP protocol (``_http.py``): :meth:`accepts`, :class:`InferCall`,
+    :meth:`refuse_early`, :meth:`answer` and :meth:`finish` are that protocol's side.
     """
 
     def __init__(self, dataplane: DataPlane, settings: ServerSettings, fallback: ASGIApp) -> None:
@@ -133,110 +203,163 @@ class InferenceApp:
                 return
         await self.fallback(scope, receive, send)
 
+    @staticmethod
+    def call(path: str, headers: list[tuple[bytes, bytes]]) -> InferCall:
+        """A call for the request with this path and (lower-case) headers."""
+        return InferCall(path, headers)
+
+    @staticmethod
+    def accepts(target: bytes) -> bool:
+        """Whether a POST to this raw request target is an infer call (no query, no escapes)."""
+        return (
+            target.startswith(_INFER_PREFIX)
+            and target.endswith(_INFER_SUFFIX)
+            and b"%" not in target
+            and target.isascii()
+        )
+
     async def infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        """The V2 REST infer handler."""
-        started = time.perf_counter()
-        request_id = ""
-        header_length: int | None = None
-        content_length = -1
-        timeout_ms: float | None = None
-        trace_id: str | None = None
-        status = 499  # client went away before an answer
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                content_length = int(value) if value.isdigit() else -1
-            elif key == b"inference-header-content-length":
-                header_length = int(value) if value.isdigit() else -2
-            elif key == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
-            elif key == b"traceparent":
-                trace_id = trace_id_from_traceparent(value.decode("latin-1"))
-            elif key == TIMEOUT_HEADER:
-                try:
-                    timeout_ms = float(value)
-                except ValueError:
-                    timeout_ms = None
-        if not request_id:
-            request_id = _new_request_id()
-        token = request_id_var.set(request_id)
-        trace_token = trace_id_var.set(trace_id) if trace_id else None
-        model = None
-        protocol = "rest"
+        """The V2 REST infer handler (ASGI)."""
+        call = InferCall(path, scope["headers"])
+        call.bind()
         try:
-            if content_length > self.max_body:
-                raise PayloadTooLarge(
-                    f"A request body must be at most {self.max_body} bytes. "
-                    f"Got {content_length} instead.",
-                    hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the batch.",
-                )
-            parts = path[11:-6].split("/")
-            if len(parts) == 1 and parts[0]:
-                held = self.dataplane.acquire(parts[0])
-            elif len(parts) == 3 and parts[1] == "versions":
-                held = self.dataplane.acquire(parts[0], parts[2])
-            else:
-                raise ModelNotFound(f"Path {path!r} must name a model. It does not.")
-            with held as model:
-                body = await _read_body(receive, self.max_body)
-                request = codec.decode_infer_request(
-                    body, header_length=header_length, limits=self.limits
-                )
-                deadline = request.deadline(timeout_ms)
-                outputs = await self.dataplane.infer(
-                    model, request.tensors(), deadline=deadline, key=request.id
-                )
-            payload, headers = codec.encode_infer_response(
-                request, outputs, model_name=parts[0], model_version=model.version_str
-            )
-            bound = model.metrics(protocol)
-            bound.requests.inc()
-            bound.latency.observe(time.perf_counter() - started)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        *headers,
-                        (b"content-length", str(len(payload)).encode()),
-                        (b"x-request-id", request_id.encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
-            status = 200
-        except ConnectionAbortedError:
-            return
-        except Exception as exc:
-            status, payload, headers = error_body(exc, request_id)
-            code = exc.code if isinstance(exc, ShipyardError) else "internal"
-            if model is not None:
-                self.dataplane.metrics.error(model.name, model.version_str, protocol, code)
+            reply = self.refuse_early(call)
+            if reply is None:
+                try:
+                    body = await _read_body(receive, self.max_body)
+                except ConnectionAbortedError:
+                    return
+                except PayloadTooLarge as exc:
+                    reply = self.failed(call, exc)
+                else:
+                    answer = self.answer(call, body)
+                    reply = answer if isinstance(answer, tuple) else await answer
+            status, headers, payload = reply
             await send(
                 {
                     "type": "http.response.start",
                     "status": status,
                     "headers": [
-                        *JSON_HEADERS,
                         *headers,
                         (b"content-length", str(len(payload)).encode()),
-                        (b"x-request-id", request_id.encode()),
+                        (b"x-request-id", call.request_id.encode()),
                     ],
                 }
             )
             await send({"type": "http.response.body", "body": payload})
+            call.status = status
         finally:
-            if not access_logger.disabled and access_logger.isEnabledFor(logging.INFO):
-                client = scope.get("client") or ("-", 0)
+            self.finish(call, scope.get("client"))
+            call.unbind()
+
+    def refuse_early(self, call: InferCall) -> Reply | None:
+        """The 413 answer when the declared body is too large (before it is read)."""
+        if call.content_length <= self.max_body:
+            return None
+        return self.failed(
+            call,
+            PayloadTooLarge(
+                f"A request body must be at most {self.max_body} bytes. "
+                f"Got {call.content_length} instead.",
+                hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the batch.",
+            ),
+        )
+
+    def answer(self, call: InferCall, body: bytes) -> Reply | Awaitable[Reply]:
+        """Decode, run and encode one request whose body has arrived.
+
+        Returns the answer, or an awaitable of it when the request waits for a batch.
+        Never raises: an error becomes its error answer.
+        """
+        path = call.path
+        try:
+            parts = path[11:-6].split("/")
+            if len(parts) == 1 and parts[0]:
+                model = self.dataplane.lookup(parts[0])
+            elif len(parts) == 3 and parts[1] == "versions":
+                model = self.dataplane.lookup(parts[0], parts[2])
+            else:
+                raise ModelNotFound(f"Path {path!r} must name a model. It does not.")
+        except Exception as exc:
+            return self.failed(call, exc)
+        model.inflight += 1  # the version stays loaded until the answer is out
+        handed_on = False
+        try:
+            request = codec.decode_infer_request(
+                body, header_length=call.header_length, limits=self.limits
+            )
+            outputs = self.dataplane.infer_now(
+                model, request.tensors(), deadline=request.deadline(call.timeout_ms), key=request.id
+            )
+            if not isinstance(outputs, dict):
+                handed_on = True  # the coroutine holds the version from here
+                return self._answer_later(call, model, request, outputs, parts[0])
+            return self._encoded(call, model, request, outputs, parts[0])
+        except Exception as exc:
+            return self.failed(call, exc, model)
+        finally:
+            if not handed_on:
+                model.inflight -= 1
+
+    async def _answer_later(
+        self,
+        call: InferCall,
+        model: ServedModel,
+        request: codec.InferRequest,
+        pending: Awaitable[Arrays],
+        name: str,
+    ) -> Reply:
+        try:
+            outputs = await pending
+            return self._encoded(call, model, request, outputs, name)
+        except Exception as exc:
+            return self.failed(call, exc, model)
+        finally:
+            model.inflight -= 1
+
+    def _encoded(
+        self,
+        call: InferCall,
+        model: ServedModel,
+        request: codec.InferRequest,
+        outputs: Arrays,
+        name: str,
+    ) -> Reply:
+        payload, headers = codec.encode_infer_response(
+            request, outputs, model_name=name, model_version=model.version_str
+        )
+        bound = model.metrics("rest")
+        bound.requests.inc()
+        bound.latency.observe(time.perf_counter() - call.started)
+        return 200, headers, payload
+
+    def failed(
+        self, call: InferCall, exc: BaseException, model: ServedModel | None = None
+    ) -> Reply:
+        """The error answer for ``exc`` (counted against ``model`` when there is one)."""
+        status, payload, headers = error_body(exc, call.request_id)
+        if model is not None:
+            code = exc.code if isinstance(exc, ShipyardError) else "internal"
+            self.dataplane.metrics.error(model.name, model.version_str, "rest", code)
+        return status, [*JSON_HEADERS, *headers], payload
+
+    def finish(self, call: InferCall, client: tuple[str, int] | None) -> None:
+        """The access-log line of an answered (or abandoned) call."""
+        if not access_logger.disabled and access_logger.isEnabledFor(logging.INFO):
+            # the fast path answers a batched request from a callback: bind its ids here
+            token = request_id_var.set(call.request_id)
+            trace = trace_id_var.set(call.trace_id)
+            try:
                 access_logger.info(
                     '%s "POST %s" %d %.2fms',
-                    client[0],
-                    path,
-                    status,
-                    (time.perf_counter() - started) * 1000,
+                    client[0] if client else "-",
+                    call.path,
+                    call.status,
+                    (time.perf_counter() - call.started) * 1000,
                 )
-            request_id_var.reset(token)
-            if trace_token is not None:
-                trace_id_var.reset(trace_token)
+            finally:
+                trace_id_var.reset(trace)
+                request_id_var.reset(token)
 
 
 def _routes(dataplane: DataPlane) -> list[Route]:

@@ -328,55 +328,68 @@ class DataPlane:
             DeadlineExceeded: the deadline passed before the request ran.
             InferenceError: the engine failed.
         """
-        log = model.log
-        if log is not None:
-            return self._infer_logged(log, model, inputs, deadline, key)
         batcher = model.batcher
         if batcher is None:
-            return self._infer_inline(model, inputs, deadline)
+            return self._inline(model, inputs, deadline, key)
+        log = model.log
+        if log is not None:
+            checked = model.check(inputs)
+            # the batch that runs it records it (ServedModel._run_logged_batch)
+            request_id = request_id_var.get() or _fallback_request_id()
+            item = LoggedItem(checked, request_id, key, time.perf_counter())
+            return batcher.submit(item, deadline=deadline, key=shape_key(checked))
         # checked before queueing, so a bad request fails alone with its own shapes
         checked = model.check(inputs)
         return batcher.submit(checked, deadline=deadline, key=shape_key(checked))
 
-    async def _infer_inline(
-        self, model: ServedModel, inputs: Arrays, deadline: float | None
-    ) -> Arrays:
-        if deadline is not None and deadline <= time.monotonic():
-            raise DeadlineExceeded("The request's deadline passed before it could run.")
-        # the runtime validates what it runs; checking here too would do it twice
-        return model.run(inputs)
-
-    def _infer_logged(
+    def infer_now(
         self,
-        log: PredictionLog,
         model: ServedModel,
         inputs: Arrays,
-        deadline: float | None,
-        key: str | None,
-    ) -> Awaitable[Arrays]:
+        *,
+        deadline: float | None = None,
+        key: str | None = None,
+    ) -> Arrays | Awaitable[Arrays]:
+        """As :meth:`infer`, but a model that does not batch runs at once.
+
+        Its outputs come back as a dict, with no coroutine to create and await; a batching
+        model's request comes back as an awaitable, as from :meth:`infer`.
+        """
+        if model.batcher is None:
+            return self.run_inline(model, inputs, deadline, key)
+        return self.infer(model, inputs, deadline=deadline, key=key)
+
+    async def _inline(
+        self, model: ServedModel, inputs: Arrays, deadline: float | None, key: str | None
+    ) -> Arrays:
+        return self.run_inline(model, inputs, deadline, key)
+
+    def run_inline(
+        self, model: ServedModel, inputs: Arrays, deadline: float | None, key: str | None
+    ) -> Arrays:
+        """Run one request now, on this thread, and log it when the log is on.
+
+        Raises:
+            DeadlineExceeded, SignatureMismatch, InferenceError: as :meth:`infer`.
+        """
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("The request's deadline passed before it could run.")
+        log = model.log
+        if log is None:
+            # the runtime validates what it runs; checking here too would do it twice
+            return model.run(inputs)
         started = time.perf_counter()
         checked = model.check(inputs)
-        request_id = request_id_var.get() or _fallback_request_id()
-        batcher = model.batcher
-        if batcher is None:
-            return self._run_logged_inline(log, model, checked, deadline, key, request_id, started)
-        # the batch that runs it records it (ServedModel._run_logged_batch)
-        item = LoggedItem(checked, request_id, key, started)
-        return batcher.submit(item, deadline=deadline, key=shape_key(checked))
-
-    async def _run_logged_inline(
-        self,
-        log: PredictionLog,
-        model: ServedModel,
-        checked: Arrays,
-        deadline: float | None,
-        key: str | None,
-        request_id: str,
-        started: float,
-    ) -> Arrays:
-        outputs = await self._infer_inline(model, checked, deadline)
-        elapsed = time.perf_counter() - started
-        log.record(request_id, model.name, model.version_str, checked, outputs, elapsed, key)
+        outputs = model.run(checked)
+        log.record(
+            request_id_var.get() or _fallback_request_id(),
+            model.name,
+            model.version_str,
+            checked,
+            outputs,
+            time.perf_counter() - started,
+            key,
+        )
         return outputs
 
     async def monitoring(self, name: str, window: int = 1000) -> dict[str, Any]:
