@@ -599,16 +599,18 @@ def numeric_window(data: Any, part: str) -> dict[str, npt.NDArray[Any]]:
     return {name: _concat(parts) for name, parts in columns.items()}
 
 
-def outputs_at(data: Any, rows: Sequence[int]) -> list[dict[str, Any]]:
-    """The logged outputs of the segment's examples at ``rows`` (the feedback join)."""
+def outputs_at(data: Any, rows: Sequence[int]) -> tuple[list[float], list[dict[str, Any]]]:
+    """The time and logged outputs of the segment's examples at ``rows`` (the feedback join)."""
     reader = pa.ipc.open_file(pa.BufferReader(data))
-    if reader.schema.get_field_index("outputs") < 0 or not rows:
-        return [{} for _ in rows]
-    table = reader.read_all().select(["outputs"])
+    if not rows:
+        return [], []
+    has_outputs = reader.schema.get_field_index("outputs") >= 0
+    table = reader.read_all().select(["ts", "outputs"] if has_outputs else ["ts"])
     taken = table.take(_primitive(np.asarray(rows, dtype=np.int64))).combine_chunks()
     (batch,) = taken.to_batches()
+    times = batch.column(0).to_pylist()
     fields = decoded_fields(batch, "outputs")
-    return [{name: values[i] for name, values in fields.items()} for i in range(len(rows))]
+    return times, [{name: values[i] for name, values in fields.items()} for i in range(len(rows))]
 
 
 def read_segment(path: Path, keys: KeyProvider | None = None) -> bytes:

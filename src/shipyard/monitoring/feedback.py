@@ -1,11 +1,20 @@
 """Ground-truth feedback: labels joined to logged predictions, however late they arrive.
 
-The prediction log indexes each logged request's outputs here (model, version, request
-id, number of rows, optional client key). A label names a row by ``request_id`` (and
-``row``, default 0) or by the client's ``key`` (the V2 request's ``id``) and is stored
-against the version that made the prediction. Labels for rows that were never logged are
-reported back as unknown, never dropped silently. A later label for the same row replaces
-the earlier one.
+The prediction log indexes each logged request here: model, request id, the segment and
+row its outputs were written at, its number of rows, and the client's key when it sent
+one. A label names a row by ``request_id`` (and ``row``, default 0) or by the client's
+``key`` (the V2 request's ``id``) and is stored against the version that made the
+prediction. Labels for rows that were never logged are reported back as unknown, never
+dropped silently. A later label for the same row replaces the earlier one.
+
+The index is written once per segment by the log's writer, which shares the server's
+core, so its row is as slim as it can be: ``logged`` is keyed (model, request id)
+WITHOUT ROWID and holds the segment as an integer id; each segment's name, version and
+time range are stored once in ``log_segments``. A request's time is not copied per row:
+it is read from the segment with its outputs when labels join (requests given as records
+to :meth:`FeedbackStore.index_predictions` keep their time and outputs in the index). A
+database made before this layout (one ``predictions`` table) is migrated in place when it
+is opened.
 
 SQLAlchemy Core on a SQLite file (WAL) by default, so a PostgreSQL URL can replace it.
 
@@ -14,6 +23,7 @@ Imports: errors (and SQLAlchemy).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +34,7 @@ import orjson
 from sqlalchemy import (
     Column,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -31,6 +42,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
+    insert,
+    inspect,
     select,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -38,26 +52,48 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from shipyard.errors import InvalidData
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from shipyard._utils.crypto import KeyProvider
 
 __all__ = ["FeedbackResult", "FeedbackStore", "LabelledRow", "parse_labels"]
 
 _meta = MetaData()
 
-predictions = Table(
-    "predictions",
+log_segments = Table(
+    "log_segments",
+    _meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("version", String(16), nullable=False),
+    # the segment file's name; None for requests whose outputs are in the index as JSON
+    Column("name", String(128)),
+    Column("ts_min", Float, nullable=False),
+    Column("ts_max", Float, nullable=False),
+    Index("ix_log_segments_name", "model", "version", "name"),
+)
+
+logged = Table(
+    "logged",
     _meta,
     Column("model", String(64), primary_key=True),
     Column("request_id", String(128), primary_key=True),
-    Column("version", String(16), nullable=False),
-    Column("ts", Float, nullable=False),
-    Column("key", String(256), index=True),
+    Column("segment", Integer, nullable=False),  # log_segments.id
+    Column("first_row", Integer, nullable=False),  # the request's first row in it
     Column("rows", Integer, nullable=False),
-    # the request's outputs (every row) as JSON, or "" when they are read from the
-    # prediction-log segment named here, from its row ``first_row`` on
-    Column("outputs", Text, nullable=False),
-    Column("segment", String(128)),
-    Column("first_row", Integer),
+    Column("key", String(256)),
+    # None (the segment's rows): read from the segment when labels join
+    Column("ts", Float),
+    Column("outputs", Text),  # the request's outputs (every row) as JSON
+    sqlite_with_rowid=False,
+)
+Index("ix_logged_segment", logged.c.segment)  # forget_segments; appended in order
+Index(  # most requests have no key: only those that do are indexed
+    "ix_logged_key",
+    logged.c.model,
+    logged.c.key,
+    sqlite_where=logged.c.key.is_not(None),
+    postgresql_where=logged.c.key.is_not(None),
 )
 
 labels = Table(
@@ -71,22 +107,38 @@ labels = Table(
     Column("ts", Float, nullable=False),
 )
 
+# The layout before ``logged``: read once, by the migration, then dropped.
+_legacy = MetaData()
+_predictions = Table(
+    "predictions",
+    _legacy,
+    Column("model", String(64), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("version", String(16), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("key", String(256)),
+    Column("rows", Integer, nullable=False),
+    Column("outputs", Text, nullable=False),  # "" when read from the segment
+    Column("segment", String(128)),
+    Column("first_row", Integer),
+)
+_LEGACY_ADDED_COLUMNS = {"segment": "VARCHAR(128)", "first_row": "INTEGER"}
+
 MAX_LABELS_PER_CALL = 100_000
 
-_INSERT_PREDICTIONS = (
-    "INSERT OR IGNORE INTO predictions (model, request_id, version, ts, key, rows, outputs) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+# A segment's requests go to SQLite as one JSON array, unpacked by SQLite itself: cheaper
+# than executemany's per-row parameter binding. When every request has one row and no
+# key (most segments) the array holds only the request ids, and each one's first row is
+# its place in the array; extracting fields from an element costs as much as the insert.
+_INSERT_SEGMENT_IDS = (
+    "INSERT OR IGNORE INTO logged (model, request_id, segment, first_row, rows) "
+    "SELECT ?, value, ?, key, 1 FROM json_each(?)"
 )
-# One JSON array of [request_id, ts, key, rows, first_row] per written segment, unpacked
-# by SQLite itself: half the cost of executemany's per-row parameter binding.
-_INSERT_SEGMENT_ROWS = (
-    "INSERT OR IGNORE INTO predictions "
-    "(model, request_id, version, ts, key, rows, outputs, segment, first_row) "
+_INSERT_SEGMENT_ROWS = (  # [request_id, first_row, rows, key] each
+    "INSERT OR IGNORE INTO logged (model, request_id, segment, first_row, rows, key) "
     "SELECT ?, json_extract(value, '$[0]'), ?, json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), '', ?, "
-    "json_extract(value, '$[4]') FROM json_each(?)"
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)"
 )
-_ADDED_COLUMNS = {"segment": "VARCHAR(128)", "first_row": "INTEGER"}
 
 
 def _default(value: Any) -> Any:
@@ -208,17 +260,51 @@ class FeedbackStore:
                 cur.close()
 
         _meta.create_all(self.engine)
-        self._add_columns()
+        self._migrate()
 
-    def _add_columns(self) -> None:
-        """Columns added since the first release, added to a database made before them."""
-        from sqlalchemy import inspect
+    def _migrate(self) -> None:
+        """Move a database of the ``predictions`` layout into ``logged``, in one transaction.
 
+        Rows keep their time, key and outputs (JSON or their segment's name and row); each
+        distinct segment (and each version's JSON rows) becomes a ``log_segments`` row.
+        """
+        if "predictions" not in inspect(self.engine).get_table_names():
+            return
         have = {c["name"] for c in inspect(self.engine).get_columns("predictions")}
+        p, s = _predictions, log_segments
         with self.engine.begin() as conn:
-            for name, kind in _ADDED_COLUMNS.items():
+            for name, kind in _LEGACY_ADDED_COLUMNS.items():  # a database older still
                 if name not in have:
                     conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
+            conn.execute(
+                insert(s).from_select(
+                    ["model", "version", "name", "ts_min", "ts_max"],
+                    select(
+                        p.c.model, p.c.version, p.c.segment, func.min(p.c.ts), func.max(p.c.ts)
+                    ).group_by(p.c.model, p.c.version, p.c.segment),
+                )
+            )
+            conn.execute(
+                insert(logged).from_select(
+                    ["model", "request_id", "segment", "first_row", "rows", "key", "ts", "outputs"],
+                    select(
+                        p.c.model,
+                        p.c.request_id,
+                        s.c.id,
+                        func.coalesce(p.c.first_row, 0),
+                        p.c.rows,
+                        p.c.key,
+                        p.c.ts,
+                        func.nullif(p.c.outputs, ""),
+                    ).join(
+                        s,
+                        (s.c.model == p.c.model)
+                        & (s.c.version == p.c.version)
+                        & s.c.name.is_not_distinct_from(p.c.segment),
+                    ),
+                )
+            )
+            _predictions.drop(conn)
 
     @classmethod
     def open(cls, folder: Path, keys: KeyProvider | None = None) -> FeedbackStore:
@@ -235,6 +321,16 @@ class FeedbackStore:
         """Release connections."""
         self.engine.dispose()
 
+    @staticmethod
+    def _new_segment(
+        conn: Connection, model: str, version: str, name: str | None, ts: tuple[float, float]
+    ) -> int:
+        values = {"model": model, "version": version, "name": name, "ts_min": ts[0]}
+        made = conn.execute(log_segments.insert().values(**values, ts_max=ts[1]))
+        key = made.inserted_primary_key
+        assert key is not None  # an insert of one row
+        return int(key[0])
+
     def index_predictions(
         self,
         model: str,
@@ -242,96 +338,130 @@ class FeedbackStore:
         lines: Sequence[Mapping[str, Any]],
         outputs_json: Sequence[bytes] | None = None,
     ) -> None:
-        """Record logged requests given as records (request_id, ts, key, rows, outputs)."""
+        """Record logged requests given as records (request_id, ts, key, rows, outputs).
+
+        Their time and outputs are kept in the index (no segment holds them).
+        """
         if not lines:
             return
         if outputs_json is None:
             dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
             outputs_json = [dumps(line["outputs"], option=opt, default=_default) for line in lines]
-        params = [
-            (
-                model,
-                line["request_id"],
-                version,
-                line["ts"],
-                line.get("key"),
-                line["rows"],
-                o.decode(),
-            )
-            for line, o in zip(lines, outputs_json, strict=True)
-        ]
+        times = [line["ts"] for line in lines]
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(_INSERT_PREDICTIONS, params)
+            segment = self._new_segment(conn, model, version, None, (min(times), max(times)))
+            stmt = insert(logged)
+            if self._sqlite:
+                stmt = stmt.prefix_with("OR IGNORE")
+            conn.execute(
+                stmt,
+                [
+                    {
+                        "model": model,
+                        "request_id": line["request_id"],
+                        "segment": segment,
+                        "first_row": 0,
+                        "rows": line["rows"],
+                        "key": line.get("key"),
+                        "ts": line["ts"],
+                        "outputs": o.decode(),
+                    }
+                    for line, o in zip(lines, outputs_json, strict=True)
+                ],
+            )
 
     def index_segment(
         self,
         model: str,
         version: str,
         segment: str,
-        rows: Sequence[tuple[str, float, str | None, int, int]],
+        request_ids: Sequence[str],
+        counts: Sequence[int],
+        keys: Sequence[str | None],
+        ts: tuple[float, float],
     ) -> None:
-        """Record the requests of a written segment: (request_id, ts, key, rows, first row).
+        """Record the requests of a written segment, in its order.
 
-        Their outputs stay in the segment and are read from it when labels are joined.
+        ``counts`` are each request's rows (the first request starts at row 0), ``keys``
+        the clients' keys and ``ts`` the earliest and latest request's time. Their outputs
+        and times stay in the segment and are read from it when labels join.
         """
-        if not rows:
+        if not request_ids:
             return
         with self.engine.begin() as conn:
+            seg = self._new_segment(conn, model, version, segment, ts)
+            n = len(request_ids)
+            if self._sqlite and counts.count(1) == n and keys.count(None) == n:
+                params: Any = (model, seg, orjson.dumps(request_ids).decode())
+                conn.exec_driver_sql(_INSERT_SEGMENT_IDS, params)
+                return
+            firsts = list(itertools.accumulate(counts, initial=0))
             if self._sqlite:
-                params: Any = (model, version, segment, orjson.dumps(rows).decode())
+                rows = zip(request_ids, firsts, counts, keys, strict=False)
+                params = (model, seg, orjson.dumps(list(rows)).decode())
                 conn.exec_driver_sql(_INSERT_SEGMENT_ROWS, params)
-            else:
-                conn.execute(
-                    predictions.insert(),
-                    [
-                        {
-                            "model": model,
-                            "request_id": rid,
-                            "version": version,
-                            "ts": ts,
-                            "key": key,
-                            "rows": n,
-                            "outputs": "",
-                            "segment": segment,
-                            "first_row": first,
-                        }
-                        for rid, ts, key, n, first in rows
-                    ],
-                )
+                return
+            conn.execute(
+                logged.insert(),
+                [
+                    {
+                        "model": model,
+                        "request_id": rid,
+                        "segment": seg,
+                        "first_row": first,
+                        "rows": rows_,
+                        "key": key,
+                    }
+                    for rid, first, rows_, key in zip(
+                        request_ids, firsts, counts, keys, strict=False
+                    )
+                ],
+            )
 
     def forget_segments(self, segments: Sequence[tuple[str, str, str]]) -> None:
         """Drop the index rows of deleted segments: (model, version, segment name) each.
 
         Their labels stay (counted, no longer joinable: the outputs are gone).
         """
+        s = log_segments
         with self.engine.begin() as conn:
-            for model, version, segment in segments:
-                conn.execute(
-                    predictions.delete().where(
-                        predictions.c.model == model,
-                        predictions.c.version == version,
-                        predictions.c.segment == segment,
-                    )
+            for model, version, name in segments:
+                ids = select(s.c.id).where(
+                    s.c.model == model, s.c.version == version, s.c.name == name
                 )
+                found = [i for (i,) in conn.execute(ids)]
+                if found:
+                    conn.execute(logged.delete().where(logged.c.segment.in_(found)))
+                    conn.execute(s.delete().where(s.c.id.in_(found)))
+
+    _FOUND = (
+        logged.c.request_id,
+        logged.c.rows,
+        logged.c.first_row,
+        logged.c.ts,
+        logged.c.outputs,
+        log_segments.c.version,
+        log_segments.c.name.label("segment"),
+        log_segments.c.ts_max,
+    )
 
     def add_labels(self, model: str, items: Iterable[LabelItem]) -> FeedbackResult:
         """Join labels to logged predictions of ``model``; unknown ones are reported back."""
         result = FeedbackResult()
         now = time.time()
         found_rows: list[tuple[Any, int, Any]] = []
+        joined = logged.join(log_segments, log_segments.c.id == logged.c.segment)
         with self.engine.begin() as conn:
             to_store = []
             for item in items:
+                q = select(*self._FOUND).select_from(joined).where(logged.c.model == model)
                 if item.request_id is not None:
-                    q = select(predictions).where(
-                        predictions.c.model == model,
-                        predictions.c.request_id == item.request_id,
-                    )
+                    q = q.where(logged.c.request_id == item.request_id)
                 else:
+                    latest = func.coalesce(logged.c.ts, log_segments.c.ts_max)
                     q = (
-                        select(predictions)
-                        .where(predictions.c.model == model, predictions.c.key == item.key)
-                        .order_by(predictions.c.ts.desc())
+                        q.where(logged.c.key == item.key)
+                        .order_by(latest.desc(), logged.c.segment.desc(), logged.c.first_row.desc())
                         .limit(1)
                     )
                 found = conn.execute(q).first()
@@ -361,35 +491,37 @@ class FeedbackStore:
                     set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
                 )
                 conn.execute(stmt, to_store)
-        outputs = self._outputs(model, [(f, row) for f, row, _ in found_rows])
-        for (found, row, label), out in zip(found_rows, outputs, strict=True):
-            if out is not None:  # None: its segment was deleted by retention
+        logged_rows = self._logged(model, [(f, row) for f, row, _ in found_rows])
+        for (found, row, label), got in zip(found_rows, logged_rows, strict=True):
+            if got is not None:  # None: its segment was deleted by retention
                 result.joined.append(
                     LabelledRow(
                         version=found.version,
                         request_id=found.request_id,
                         row=row,
-                        ts=found.ts,
-                        outputs=out,
+                        ts=got[0],
+                        outputs=got[1],
                         label=label,
                     )
                 )
         result.accepted = len(found_rows)
         return result
 
-    def _outputs(self, model: str, found: Sequence[tuple[Any, int]]) -> list[dict[str, Any] | None]:
-        """Outputs of logged rows: from the index, or read from their segments in bulk.
+    def _logged(
+        self, model: str, found: Sequence[tuple[Any, int]]
+    ) -> list[tuple[float, dict[str, Any]] | None]:
+        """Time and outputs of logged rows: from the index, or read from their segments.
 
-        ``found`` holds (prediction row of the index, example row) pairs. A row whose
-        segment is gone (retention) gets None.
+        ``found`` holds (index row, example row) pairs; segments are read once each. A
+        row whose segment is gone (retention) gets None.
         """
         from shipyard.monitoring import _segments
 
-        out: list[dict[str, Any] | None] = [None] * len(found)
+        out: list[tuple[float, dict[str, Any]] | None] = [None] * len(found)
         wanted: dict[tuple[str, str], list[tuple[int, int]]] = {}
         for i, (pred, row) in enumerate(found):
-            if pred.outputs:
-                out[i] = row_of(orjson.loads(pred.outputs), row)
+            if pred.outputs is not None:
+                out[i] = (pred.ts, row_of(orjson.loads(pred.outputs), row))
             elif pred.segment is not None:
                 wanted.setdefault((pred.version, pred.segment), []).append(
                     (i, pred.first_row + row)
@@ -399,9 +531,9 @@ class FeedbackStore:
             if path is None or not path.is_file():
                 continue
             data = _segments.read_segment(path, self.keys)
-            values = _segments.outputs_at(data, [r for _, r in places])
-            for (i, _), value in zip(places, values, strict=True):
-                out[i] = value
+            times, values = _segments.outputs_at(data, [r for _, r in places])
+            for (i, _), ts, value in zip(places, times, values, strict=True):
+                out[i] = (ts, value)
         return out
 
     def _segment_path(self, model: str, version: str, segment: str) -> Path | None:
@@ -413,55 +545,54 @@ class FeedbackStore:
         self, model: str, version: str | None = None, since: float | None = None
     ) -> list[LabelledRow]:
         """Logged predictions of ``model`` that have labels, oldest prediction first."""
+        s = log_segments
         q = (
-            select(
-                predictions.c.version,
-                predictions.c.request_id,
-                labels.c.row,
-                predictions.c.ts,
-                predictions.c.outputs,
-                predictions.c.segment,
-                predictions.c.first_row,
-                labels.c.label,
+            select(*self._FOUND, labels.c.row, labels.c.label)
+            .select_from(
+                labels.join(
+                    logged,
+                    (labels.c.model == logged.c.model)
+                    & (labels.c.request_id == logged.c.request_id),
+                ).join(s, s.c.id == logged.c.segment)
             )
-            .join(
-                labels,
-                (labels.c.model == predictions.c.model)
-                & (labels.c.request_id == predictions.c.request_id),
-            )
-            .where(predictions.c.model == model)
-            .order_by(predictions.c.ts, labels.c.row)
+            .where(logged.c.model == model)
         )
         if version is not None:
-            q = q.where(predictions.c.version == version)
-        if since is not None:
-            q = q.where(predictions.c.ts >= since)
+            q = q.where(s.c.version == version)
+        if since is not None:  # a segment's requests: exactly, once read from it
+            q = q.where(func.coalesce(logged.c.ts, s.c.ts_max) >= since)
         with self.engine.connect() as conn:
             found = list(conn.execute(q))
-        outputs = self._outputs(model, [(r, r.row) for r in found])
+        got = self._logged(model, [(r, r.row) for r in found])
+        rows = [
+            (ts, r.segment or "", r.first_row, r.row, r, out)
+            for r, hit in zip(found, got, strict=True)
+            if hit is not None
+            for ts, out in (hit,)
+            if since is None or ts >= since
+        ]
+        rows.sort(key=lambda t: t[:4])
         return [
             LabelledRow(
                 version=r.version,
                 request_id=r.request_id,
                 row=r.row,
-                ts=r.ts,
+                ts=ts,
                 outputs=out,
                 label=orjson.loads(r.label),
             )
-            for r, out in zip(found, outputs, strict=True)
-            if out is not None
+            for ts, _, _, _, r, out in rows
         ]
 
     def counts(self, model: str) -> dict[str, dict[str, int]]:
         """Per version: predictions logged and labels joined."""
-        from sqlalchemy import func
-
         out: dict[str, dict[str, int]] = {}
         with self.engine.connect() as conn:
             for version, n in conn.execute(
-                select(predictions.c.version, func.sum(predictions.c.rows))
-                .where(predictions.c.model == model)
-                .group_by(predictions.c.version)
+                select(log_segments.c.version, func.sum(logged.c.rows))
+                .select_from(logged.join(log_segments, log_segments.c.id == logged.c.segment))
+                .where(logged.c.model == model)
+                .group_by(log_segments.c.version)
             ):
                 out.setdefault(version, {"predictions": 0, "labels": 0})["predictions"] = int(n)
             for version, n in conn.execute(

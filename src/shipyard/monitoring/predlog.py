@@ -3,9 +3,9 @@
 The request path calls :meth:`PredictionLog.record` once per request: a sampling draw and
 an append to a bounded in-memory queue (no copy, no I/O, no lock). A writer thread wakes
 every ``flush_interval_s``, turns requests into one row per example, applies the privacy
-policy, and writes one JSON-lines segment per (model, version), atomically: staged,
-fsynced and renamed, so a process killed with SIGKILL loses at most what was still in
-memory and never leaves a torn segment. The rows' outputs are then indexed in a small
+policy, and writes one segment per (model, version), atomically: staged, fsynced and
+renamed, so a process killed with SIGKILL loses at most what was still in memory and never
+leaves a torn segment. The requests are then indexed (segment and first row) in a small
 SQL database (:class:`~shipyard.monitoring.feedback.FeedbackStore`) so ground-truth labels
 can be joined to them however late they arrive.
 
@@ -122,6 +122,26 @@ class _Segment:
             logger.debug("closing an abandoned segment failed", exc_info=True)
         self._file.close()
         self.staged.unlink(missing_ok=True)
+
+
+class _Index:
+    """A segment's requests, in its order, as the feedback index takes them."""
+
+    __slots__ = ("counts", "keys", "request_ids", "ts_max", "ts_min")
+
+    def __init__(self) -> None:
+        self.request_ids: list[str] = []
+        self.counts: list[int] = []
+        self.keys: list[str | None] = []
+        self.ts_min = float("inf")
+        self.ts_max = float("-inf")
+
+    def add(self, part: _segments.Encoded) -> None:
+        self.request_ids += part.request_ids
+        self.counts += part.counts
+        self.keys += part.keys
+        self.ts_min = min(self.ts_min, min(part.ts))
+        self.ts_max = max(self.ts_max, max(part.ts))
 
 
 class PredictionLog:
@@ -300,7 +320,7 @@ class PredictionLog:
     def _write_version(self, model: str, version: str, entries: list[Entry]) -> int:
         """Write one model version's requests (a segment per schema), and index them."""
         segment: _Segment | None = None
-        index: list[tuple[str, float, str | None, int, int]] = []
+        index = _Index()
         written = 0
         try:
             for part in _segments.encode(
@@ -308,22 +328,12 @@ class PredictionLog:
             ):
                 if segment is not None and part.batch.schema != segment.schema:
                     self._commit(model, version, segment, index)
-                    segment, index = None, []
+                    segment, index = None, _Index()
                 if segment is None:
                     segment = self._open_segment(model, version, part.batch.schema)
                 segment.write(part.batch)  # before the next chunk reuses the scratch buffers
                 if self.store is not None:
-                    firsts = np.cumsum(part.counts) - part.counts + segment.rows
-                    index.extend(
-                        zip(
-                            part.request_ids,
-                            part.ts,
-                            part.keys,
-                            part.counts,
-                            firsts.tolist(),
-                            strict=True,
-                        )
-                    )
+                    index.add(part)
                 segment.rows += part.batch.num_rows
                 written += part.batch.num_rows
                 time.sleep(0)  # hand the GIL to the serving thread between chunks
@@ -335,17 +345,19 @@ class PredictionLog:
                 segment.abandon()
         return written
 
-    def _commit(
-        self,
-        model: str,
-        version: str,
-        segment: _Segment,
-        index: list[tuple[str, float, str | None, int, int]],
-    ) -> None:
+    def _commit(self, model: str, version: str, segment: _Segment, index: _Index) -> None:
         path = segment.commit()
         if self.store is not None:
             # indexed once the segment is in place: a label can only find a written row
-            self.store.index_segment(model, version, path.name, index)
+            self.store.index_segment(
+                model,
+                version,
+                path.name,
+                index.request_ids,
+                index.counts,
+                index.keys,
+                (index.ts_min, index.ts_max),
+            )
 
     def _open_segment(self, model: str, version: str, schema: pa.Schema) -> _Segment:
         folder = self.segments_dir / model / version

@@ -154,6 +154,109 @@ def test_a_database_from_before_segment_indexing_gains_its_columns(tmp_path: Pat
     store = FeedbackStore.open(tmp_path)
     result = store.add_labels("m", parse_labels({"labels": [{"request_id": "old", "label": 3}]}))
     assert [r.outputs for r in result.joined] == [{"y": 3}]  # the old row, read as before
-    store.index_segment("m", "1", "s.arrow", [("new", 2.0, None, 1, 0)])
+    store.index_segment("m", "1", "s.arrow", ["new"], [1], [None], (2.0, 2.0))
     assert store.counts("m")["1"]["predictions"] == 2
+    store.close()
+
+
+def test_a_database_of_the_predictions_layout_is_migrated_and_still_joins(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from shipyard.config import MonitoringSettings
+    from shipyard.monitoring.predlog import PredictionLog, segment_paths
+
+    log = PredictionLog(tmp_path, MonitoringSettings())  # a segment, indexed below by hand
+    log.record("a", "m", "1", {"x": np.ones((2, 2))}, {"y": np.array([5, 6])}, 0.0)
+    log.record("b", "m", "1", {"x": np.ones((1, 2))}, {"y": np.array([7])}, 0.0)
+    log.flush()
+    (segment,) = segment_paths(tmp_path)
+    with sqlite3.connect(tmp_path / "feedback.db") as db:  # as the writer left it before
+        db.execute(
+            "CREATE TABLE predictions (model VARCHAR(64), request_id VARCHAR(128), "
+            "version VARCHAR(16) NOT NULL, ts FLOAT NOT NULL, key VARCHAR(256), "
+            "rows INTEGER NOT NULL, outputs TEXT NOT NULL, segment VARCHAR(128), "
+            "first_row INTEGER, PRIMARY KEY (model, request_id))"
+        )
+        db.execute("CREATE INDEX ix_predictions_key ON predictions (key)")
+        db.executemany(
+            "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ("m", "a", "1", 10.0, "ka", 2, "", segment.name, 0),
+                ("m", "b", "1", 10.0, None, 1, "", segment.name, 2),
+                ("m", "old", "0", 1.0, "ko", 1, '{"y":[3]}', None, None),
+            ],
+        )
+    for _ in range(2):  # the second open finds nothing left to migrate
+        store = FeedbackStore.open(tmp_path)
+        assert store.counts("m") == {
+            "1": {"predictions": 3, "labels": 0},
+            "0": {"predictions": 1, "labels": 0},
+        }
+        store.close()
+    store = FeedbackStore.open(tmp_path)
+    items = parse_labels(
+        [
+            {"request_id": "a", "row": 1, "label": 6},
+            {"key": "ko", "label": 3},
+            {"request_id": "b", "label": 7},
+            {"request_id": "b", "row": 1, "label": 0},  # b has one row
+        ]
+    )
+    result = store.add_labels("m", items)
+    assert result.unknown == [{"index": 3, "request_id": "b", "row": 1}]
+    assert sorted((r.version, r.request_id, r.row, r.outputs["y"]) for r in result.joined) == [
+        ("0", "old", 0, 3),
+        ("1", "a", 1, 6),
+        ("1", "b", 0, 7),
+    ]
+    assert [(r.request_id, r.label) for r in store.labelled("m")] == [
+        ("old", 3),
+        ("a", 6),
+        ("b", 7),
+    ]
+    store.forget_segments([("m", "1", segment.name)])
+    assert store.counts("m")["1"] == {"predictions": 0, "labels": 2}
+    with sqlite3.connect(tmp_path / "feedback.db") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "predictions" not in tables
+    store.close()
+
+
+def test_a_segment_s_requests_are_indexed_with_their_rows_and_keys(tmp_path: Path) -> None:
+    from shipyard.config import MonitoringSettings
+    from shipyard.monitoring.predlog import PredictionLog
+
+    store = FeedbackStore.open(tmp_path)
+    log = PredictionLog(tmp_path, MonitoringSettings(), store=store)
+    log.record("a", "m", "1", {"x": np.ones((1, 2))}, {"y": np.array([1])}, 0.0)
+    log.record_batch(
+        "m",
+        "1",
+        ["b", "c", "d"],
+        [None, "kc", None],
+        [1.0, 1.0, 1.0],
+        [2, 1, 3],
+        {"x": np.ones((6, 2))},
+        {"y": np.arange(2, 8)},
+    )
+    log.flush()
+    items = parse_labels(
+        [
+            {"request_id": "b", "row": 1, "label": 0},
+            {"key": "kc", "label": 0},
+            {"request_id": "d", "row": 2, "label": 0},
+            {"request_id": "d", "row": 3, "label": 0},
+        ]
+    )
+    result = store.add_labels("m", items)
+    assert [u["index"] for u in result.unknown] == [3]
+    assert [(r.request_id, r.row, r.outputs["y"]) for r in result.joined] == [
+        ("b", 1, 3),
+        ("c", 0, 4),
+        ("d", 2, 7),
+    ]
+    assert all(r.ts > 0 for r in result.joined)  # read from the segment
+    assert store.counts("m")["1"]["predictions"] == 7
     store.close()
