@@ -113,6 +113,8 @@ class ServerSettings(_Section):
     client_timeout_s: float = Field(10.0, gt=0)
     """Longest a client may take to send its request line and headers, or stay silent in
     the middle of a body (408 past it): slow clients (slowloris) cannot hold connections."""
+    keep_alive_s: float = Field(30.0, gt=0)
+    """How long an idle HTTP keep-alive connection stays open between requests."""
     max_json_depth: int = Field(32, ge=2)
     """Deepest JSON nesting accepted in a request body."""
     max_bytes_element_bytes: int = Field(16 * 1024 * 1024, ge=1)

@@ -62,7 +62,7 @@ def _uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvico
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.server.drain_timeout_s) or None,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.server.keep_alive_s,  # type: ignore[arg-type]
         h11_max_incomplete_event_size=64 * 1024,
         **_tls_kwargs(settings),
     )
