@@ -348,7 +348,7 @@ class InferenceApp:
         if not access_logger.disabled and access_logger.isEnabledFor(logging.INFO):
             # the fast path answers a batched request from a callback: bind its ids here
             token = request_id_var.set(call.request_id)
-            trace = trace_id_var.set(call.trace_id)
+            trace = trace_id_var.set(call.trace_id or "-")
             try:
                 access_logger.info(
                     '%s "POST %s" %d %.2fms',
