@@ -115,14 +115,22 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _refuse(send: Any, exc: errors.ShipyardError) -> None:
-    status, body, headers = error_body(exc, secrets.token_hex(8))
+def refusal(
+    exc: errors.ShipyardError, request_id: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers (no content-length) and body refusing a request that failed auth."""
+    status, body, headers = error_body(exc, request_id)
     headers = [*headers, (b"content-type", b"application/json")]
     if isinstance(exc, errors.Unauthenticated):
         headers.append((b"www-authenticate", b'Bearer realm="shipyard"'))
     retry = exc.details.get("retry_after_s") if isinstance(exc, errors.RateLimited) else None
     if retry is not None:
         headers.append((b"retry-after", str(retry).encode()))
+    return status, headers, body
+
+
+async def _refuse(send: Any, exc: errors.ShipyardError) -> None:
+    status, headers, body = refusal(exc, secrets.token_hex(8))
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -13,13 +13,14 @@
   (a float); one sweep per server checks them every quarter of the timeout. Arming and
   cancelling a loop timer three times per request cost about 5% of the throughput.
 * **The infer fast path.** ``POST /v2/models/{name}[/versions/{v}]/infer`` is answered
-  here, without ASGI, when the server has a :class:`FastRoute` (the public app without
-  token auth): no scope dict, no task per request, no message dicts, one write of the
-  whole answer. The request is decoded, run and encoded inside the parser's
-  message-complete callback when its model runs inline; a batching model's request
-  becomes one task whose answer is written when its batch is done. Anything else (other
-  routes, ``Expect: 100-continue``, escapes or a query in the path, a request behind an
-  unanswered one on the same connection) takes the ordinary ASGI path.
+  here, without ASGI, when the server has a :class:`FastRoute` (the public app): no
+  scope dict, no task per request, no message dicts, one write of the whole answer.
+  The token is checked as AuthMiddleware would (``FastRoute.admit``). The request is
+  decoded, run and encoded inside the parser's message-complete callback when its model
+  runs inline; a batching model's request becomes one task whose answer is written when
+  its batch is done. Anything else (other routes, ``Expect: 100-continue``, escapes or a
+  query in the path, a request behind an unanswered one on the same connection) takes
+  the ordinary ASGI path.
 * **Keep-alive** is timed by the same sweep (an idle deadline, no loop timer per request).
 * **Malformed requests** (bad framing, both ``Content-Length`` and ``Transfer-Encoding``,
   duplicate ``Content-Length``, obs-fold) are refused by httptools; the client gets 400
@@ -75,7 +76,7 @@ class FastRoute(Protocol):
 
     def call(self, path: str, headers: list[tuple[bytes, bytes]]) -> FastCall: ...
 
-    def refuse_early(self, call: Any) -> Reply | None: ...
+    def admit(self, call: Any, client: tuple[str, int] | None) -> Reply | None: ...
 
     def answer(self, call: Any, body: bytes) -> Reply | Awaitable[Reply]: ...
 
@@ -197,7 +198,7 @@ class _LimitedHttpTools(HttpToolsProtocol):
             call = fast.call(self.url.decode("ascii"), self.headers)
             keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
             self.cycle = fast_cycle = _FastCycle(call, keep_alive)  # type: ignore[assignment]
-            refused = fast.refuse_early(call)
+            refused = fast.admit(call, self.client)
             if refused is not None:
                 fast_cycle.keep_alive = False  # its body is not read: the connection ends
                 self._reply(fast_cycle, refused)

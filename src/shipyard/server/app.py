@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -33,14 +33,24 @@ from shipyard.errors import InvalidData, ModelNotFound, PayloadTooLarge, Shipyar
 from shipyard.logs import request_id_var, trace_id_from_traceparent, trace_id_var
 from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
-from shipyard.server._auth import AuthMiddleware, auth_enabled, make_authenticator
+from shipyard.server._auth import AuthMiddleware, auth_enabled, make_authenticator, refusal
 from shipyard.server._json import loads
 from shipyard.server.dataplane import DataPlane, ServedModel
 from shipyard.server.errors import error_body
 from shipyard.server.tfserving import tfserving_routes
 from shipyard.spec import ModelRef
 
-__all__ = ["InferCall", "InferenceApp", "Reply", "create_app", "create_management_app"]
+if TYPE_CHECKING:
+    from shipyard.security import Authenticator
+
+__all__ = [
+    "InferCall",
+    "InferenceApp",
+    "Reply",
+    "create_app",
+    "create_management_app",
+    "fast_route",
+]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("shipyard.access")
@@ -129,6 +139,7 @@ class InferCall:
 
     __slots__ = (
         "_tokens",
+        "authorization",
         "content_length",
         "header_length",
         "path",
@@ -148,6 +159,7 @@ class InferCall:
         self.header_length: int | None = None
         self.timeout_ms: float | None = None
         self.trace_id: str | None = None
+        self.authorization: str | None = None
         for key, value in headers:
             if key == b"content-length":
                 self.content_length = int(value) if value.isdigit() else -1
@@ -162,6 +174,8 @@ class InferCall:
                     self.timeout_ms = float(value)
                 except ValueError:
                     self.timeout_ms = None
+            elif key == b"authorization":
+                self.authorization = value.decode("latin-1")
         self.request_id = request_id or _new_request_id()
         self._tokens: tuple[Any, Any] | None = None
 
@@ -194,6 +208,8 @@ class InferenceApp:
         self.fallback = fallback
         self.limits = codec.DecodeLimits.from_settings(settings)
         self.max_body = settings.max_body_bytes
+        self.authenticator: Authenticator | None = None
+        """Token checks of the fast path (the ASGI path has AuthMiddleware for that)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -251,6 +267,20 @@ class InferenceApp:
         finally:
             self.finish(call, scope.get("client"))
             call.unbind()
+
+    def admit(self, call: InferCall, client: tuple[str, int] | None) -> Reply | None:
+        """The fast path's checks before the body is read: the refusal, or None.
+
+        The token is checked first (when auth is on, as AuthMiddleware does on the ASGI
+        path), then the declared body size.
+        """
+        auth = self.authenticator
+        if auth is not None:
+            try:
+                auth.authenticate(call.authorization, "infer", client[0] if client else "")
+            except ShipyardError as exc:
+                return refusal(exc, call.request_id)
+        return self.refuse_early(call)
 
     def refuse_early(self, call: InferCall) -> Reply | None:
         """The 413 answer when the declared body is too large (before it is read)."""
@@ -507,7 +537,14 @@ def create_app(dataplane: DataPlane, settings: Settings) -> ASGIApp:
     app = InferenceApp(dataplane, settings.server, _starlette(_routes(dataplane)))
     if not auth_enabled(settings):
         return app
-    return AuthMiddleware(app, make_authenticator(settings), management=False)
+    app.authenticator = authenticator = make_authenticator(settings)
+    return AuthMiddleware(app, authenticator, management=False)
+
+
+def fast_route(app: ASGIApp) -> InferenceApp | None:
+    """The InferenceApp of a public app from :func:`create_app`, for the HTTP fast path."""
+    inner = app.app if isinstance(app, AuthMiddleware) else app
+    return inner if isinstance(inner, InferenceApp) else None
 
 
 def create_management_app(dataplane: DataPlane, settings: Settings) -> ASGIApp:

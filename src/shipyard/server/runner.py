@@ -25,7 +25,7 @@ from shipyard.errors import ConfigError
 from shipyard.monitoring.metrics import ServerMetrics
 from shipyard.server import _monitoring
 from shipyard.server._http import limited_http_protocol
-from shipyard.server.app import InferenceApp, create_app, create_management_app
+from shipyard.server.app import create_app, create_management_app, fast_route
 from shipyard.server.dataplane import DataPlane
 
 if TYPE_CHECKING:
@@ -55,8 +55,7 @@ def _uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvico
         http=limited_http_protocol(
             settings.server.max_header_bytes,
             settings.server.client_timeout_s,
-            # the infer fast path, unless a middleware (token auth) wraps the app
-            fast=app if isinstance(app, InferenceApp) else None,
+            fast=fast_route(app),  # the public app's infer route, answered without ASGI
         ),
         lifespan="off",
         access_log=False,
