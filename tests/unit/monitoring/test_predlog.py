@@ -172,6 +172,27 @@ def test_mixed_batch_sizes_bytes_and_non_batch_major_tensors_round_trip(tmp_path
     assert req_a["inputs"]["x"] == [[1.0] * 3, [1.0] * 3] and req_a["outputs"]["y"] == [0, 1]
 
 
+def test_rows_come_from_the_first_batch_major_tensor_and_ids_keep_their_text(
+    tmp_path: Path,
+) -> None:
+    log = _log(tmp_path)
+    for rid, n in (("a", 2), ("é-ü", 1), ("c", 3)):  # no keys; an id that is not ASCII
+        outputs = {"score": np.float32(n), "y": np.arange(n)}  # score has no batch axis
+        log.record(rid, "m", "1", {"x": np.ones((n, 2))}, outputs, 0.0)
+    assert log.flush() == 6
+    rows = list(iter_rows(tmp_path))
+    assert [(r["request_id"], r["row"], r["rows"]) for r in rows] == [
+        ("a", 0, 2),
+        ("a", 1, 2),
+        ("é-ü", 0, 1),
+        ("c", 0, 3),
+        ("c", 1, 3),
+        ("c", 2, 3),
+    ]
+    assert {r["key"] for r in rows} == {None}
+    assert [r["outputs"]["score"] for r in rows] == [2.0, 2.0, 1.0, 3.0, 3.0, 3.0]
+
+
 def test_summaries_of_rows_without_finite_values_have_counts_only(tmp_path: Path) -> None:
     log = _log(tmp_path, inputs="summary")
     x = np.array([[np.nan, np.inf], [1.0, 5.0]])
