@@ -183,6 +183,19 @@ class _LimitedHttpTools(HttpToolsProtocol):
             self._arm()  # body bytes arrived: the stall timer starts again
         super().data_received(data)
 
+    def on_message_begin(self) -> None:
+        # uvicorn builds the ASGI scope here; it is built in on_headers_complete instead,
+        # only for the requests the fast path leaves to ASGI
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        url, expect, headers = self.url, self.expect_100_continue, self.headers
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect
+        self.headers = self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm()  # from now on: the longest the body may stall
@@ -203,6 +216,7 @@ class _LimitedHttpTools(HttpToolsProtocol):
                 fast_cycle.keep_alive = False  # its body is not read: the connection ends
                 self._reply(fast_cycle, refused)
             return
+        self._asgi_scope()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
