@@ -9,12 +9,12 @@ dropped silently. A later label for the same row replaces the earlier one.
 
 The index is written once per segment by the log's writer, which shares the server's
 core, so its row is as slim as it can be: ``logged`` is keyed (model, request id)
-WITHOUT ROWID and holds the segment as an integer id; each segment's name, version and
-time range are stored once in ``log_segments``. A request's time is not copied per row:
-it is read from the segment with its outputs when labels join (requests given as records
-to :meth:`FeedbackStore.index_predictions` keep their time and outputs in the index). A
-database made before this layout (one ``predictions`` table) is migrated in place when it
-is opened.
+WITHOUT ROWID and holds the segment as an integer id; each segment's name, version, time
+range and request ids (to forget them by key) are stored once in ``log_segments``. A
+request's time is not copied per row: it is read from the segment with its outputs when
+labels join (requests given as records to :meth:`FeedbackStore.index_predictions` keep
+their time and outputs in the index). A database made before this layout (one
+``predictions`` table) is migrated in place when it is opened.
 
 SQLAlchemy Core on a SQLite file (WAL) by default, so a PostgreSQL URL can replace it.
 
@@ -45,6 +45,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    null,
     select,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -70,6 +71,9 @@ log_segments = Table(
     Column("name", String(128)),
     Column("ts_min", Float, nullable=False),
     Column("ts_max", Float, nullable=False),
+    # its requests' ids as a JSON array: forget_segments deletes them by key (an index on
+    # logged.segment would cost every logged request a third more)
+    Column("request_ids", Text),
     Index("ix_log_segments_name", "model", "version", "name"),
 )
 
@@ -87,7 +91,6 @@ logged = Table(
     Column("outputs", Text),  # the request's outputs (every row) as JSON
     sqlite_with_rowid=False,
 )
-Index("ix_logged_segment", logged.c.segment)  # forget_segments; appended in order
 Index(  # most requests have no key: only those that do are indexed
     "ix_logged_key",
     logged.c.model,
@@ -133,6 +136,11 @@ MAX_LABELS_PER_CALL = 100_000
 _INSERT_SEGMENT_IDS = (
     "INSERT OR IGNORE INTO logged (model, request_id, segment, first_row, rows) "
     "SELECT ?, value, ?, key, 1 FROM json_each(?)"
+)
+# by key; a request id logged twice is indexed at its first segment only
+_DELETE_SEGMENT_IDS = (
+    "DELETE FROM logged WHERE model = ? AND segment = ? "
+    "AND request_id IN (SELECT value FROM json_each(?))"
 )
 _INSERT_SEGMENT_ROWS = (  # [request_id, first_row, rows, key] each
     "INSERT OR IGNORE INTO logged (model, request_id, segment, first_row, rows, key) "
@@ -276,11 +284,17 @@ class FeedbackStore:
             for name, kind in _LEGACY_ADDED_COLUMNS.items():  # a database older still
                 if name not in have:
                     conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
+            ids = func.json_group_array(p.c.request_id) if self._sqlite else null()
             conn.execute(
                 insert(s).from_select(
-                    ["model", "version", "name", "ts_min", "ts_max"],
+                    ["model", "version", "name", "ts_min", "ts_max", "request_ids"],
                     select(
-                        p.c.model, p.c.version, p.c.segment, func.min(p.c.ts), func.max(p.c.ts)
+                        p.c.model,
+                        p.c.version,
+                        p.c.segment,
+                        func.min(p.c.ts),
+                        func.max(p.c.ts),
+                        ids,
                     ).group_by(p.c.model, p.c.version, p.c.segment),
                 )
             )
@@ -323,13 +337,37 @@ class FeedbackStore:
 
     @staticmethod
     def _new_segment(
-        conn: Connection, model: str, version: str, name: str | None, ts: tuple[float, float]
+        conn: Connection,
+        model: str,
+        version: str,
+        name: str | None,
+        ts: tuple[float, float],
+        request_ids: str | None = None,
     ) -> int:
-        values = {"model": model, "version": version, "name": name, "ts_min": ts[0]}
-        made = conn.execute(log_segments.insert().values(**values, ts_max=ts[1]))
+        made = conn.execute(
+            log_segments.insert().values(
+                model=model,
+                version=version,
+                name=name,
+                ts_min=ts[0],
+                ts_max=ts[1],
+                request_ids=request_ids,
+            )
+        )
         key = made.inserted_primary_key
         assert key is not None  # an insert of one row
         return int(key[0])
+
+    def _insert_logged(self) -> Any:
+        """An insert into ``logged`` that skips a request id already indexed."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            return sqlite_insert(logged).on_conflict_do_nothing()
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(logged).on_conflict_do_nothing()
+        return insert(logged)
 
     def index_predictions(
         self,
@@ -350,11 +388,8 @@ class FeedbackStore:
         times = [line["ts"] for line in lines]
         with self.engine.begin() as conn:
             segment = self._new_segment(conn, model, version, None, (min(times), max(times)))
-            stmt = insert(logged)
-            if self._sqlite:
-                stmt = stmt.prefix_with("OR IGNORE")
             conn.execute(
-                stmt,
+                self._insert_logged(),
                 [
                     {
                         "model": model,
@@ -388,12 +423,12 @@ class FeedbackStore:
         """
         if not request_ids:
             return
+        ids = orjson.dumps(request_ids).decode()
         with self.engine.begin() as conn:
-            seg = self._new_segment(conn, model, version, segment, ts)
+            seg = self._new_segment(conn, model, version, segment, ts, ids)
             n = len(request_ids)
             if self._sqlite and counts.count(1) == n and keys.count(None) == n:
-                params: Any = (model, seg, orjson.dumps(request_ids).decode())
-                conn.exec_driver_sql(_INSERT_SEGMENT_IDS, params)
+                conn.exec_driver_sql(_INSERT_SEGMENT_IDS, (model, seg, ids))
                 return
             firsts = list(itertools.accumulate(counts, initial=0))
             if self._sqlite:
@@ -402,7 +437,7 @@ class FeedbackStore:
                 conn.exec_driver_sql(_INSERT_SEGMENT_ROWS, params)
                 return
             conn.execute(
-                logged.insert(),
+                self._insert_logged(),
                 [
                     {
                         "model": model,
@@ -426,13 +461,23 @@ class FeedbackStore:
         s = log_segments
         with self.engine.begin() as conn:
             for model, version, name in segments:
-                ids = select(s.c.id).where(
-                    s.c.model == model, s.c.version == version, s.c.name == name
+                found = conn.execute(
+                    select(s.c.id, s.c.request_ids).where(
+                        s.c.model == model, s.c.version == version, s.c.name == name
+                    )
                 )
-                found = [i for (i,) in conn.execute(ids)]
-                if found:
-                    conn.execute(logged.delete().where(logged.c.segment.in_(found)))
-                    conn.execute(s.delete().where(s.c.id.in_(found)))
+                for seg, ids in list(found):
+                    mine = (logged.c.model == model) & (logged.c.segment == seg)
+                    if ids is None:  # migrated without SQLite's JSON functions: a scan
+                        conn.execute(logged.delete().where(mine))
+                    elif self._sqlite:
+                        conn.exec_driver_sql(_DELETE_SEGMENT_IDS, (model, seg, ids))
+                    else:
+                        listed = orjson.loads(ids)
+                        for i in range(0, len(listed), 10_000):
+                            part = listed[i : i + 10_000]
+                            conn.execute(logged.delete().where(mine, logged.c.request_id.in_(part)))
+                    conn.execute(s.delete().where(s.c.id == seg))
 
     _FOUND = (
         logged.c.request_id,

@@ -260,3 +260,19 @@ def test_a_segment_s_requests_are_indexed_with_their_rows_and_keys(tmp_path: Pat
     assert all(r.ts > 0 for r in result.joined)  # read from the segment
     assert store.counts("m")["1"]["predictions"] == 7
     store.close()
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_forgetting_a_segment_keeps_an_id_first_indexed_at_another(
+    tmp_path: Path, portable: bool
+) -> None:
+    store = FeedbackStore.open(tmp_path)
+    store._sqlite = not portable  # the dialect-neutral statements, as PostgreSQL would use
+    store.index_segment("m", "1", "1.arrow", ["a", "b"], [1, 1], [None, None], (1.0, 1.0))
+    store.index_segment("m", "1", "2.arrow", ["a", "c"], [1, 2], [None, "k"], (2.0, 2.0))
+    assert store.counts("m")["1"]["predictions"] == 4  # a at 1.arrow, b, c (2 rows)
+    store.forget_segments([("m", "1", "2.arrow")])
+    assert store.counts("m")["1"]["predictions"] == 2  # a and b stay
+    store.forget_segments([("m", "1", "1.arrow"), ("m", "1", "gone.arrow")])
+    assert store.counts("m") == {}
+    store.close()
