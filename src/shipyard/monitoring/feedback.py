@@ -49,6 +49,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 
 from shipyard.errors import InvalidData
 
@@ -278,6 +279,14 @@ class FeedbackStore:
         """
         if "predictions" not in inspect(self.engine).get_table_names():
             return
+        try:
+            self._migrate_predictions()
+        except OperationalError:
+            # another process opening the same database migrated it first
+            if "predictions" in inspect(self.engine).get_table_names():
+                raise
+
+    def _migrate_predictions(self) -> None:
         have = {c["name"] for c in inspect(self.engine).get_columns("predictions")}
         p, s = _predictions, log_segments
         with self.engine.begin() as conn:
