@@ -180,18 +180,19 @@ def _concat(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
 
 
 def _concat_into(
-    parts: list[npt.NDArray[Any]], scratch: dict[str, Any] | None, key: str, rows: int
+    parts: list[npt.NDArray[Any]], scratch: dict[str, Any] | None, key: str, counts: list[int]
 ) -> npt.NDArray[Any]:
     """``np.concatenate(parts)`` into a buffer kept for the next chunk.
 
     Fresh multi-megabyte arrays are fresh pages the kernel must fault in and zero: for
     3 KB examples that was 2.5x the cost of the copy itself. Parts are copied about
-    ``COPY_BYTES`` at a time, so the serving thread can take the GIL in between.
+    ``COPY_BYTES`` at a time, so the serving thread can take the GIL in between;
+    ``counts`` are their leading dimensions.
     """
     first = parts[0]
     if len(parts) == 1 or scratch is None or first.dtype.kind == "O":
         return _concat(parts)
-    shape = (rows, *first.shape[1:])
+    shape = (sum(counts), *first.shape[1:])
     need = int(np.prod(shape)) * first.dtype.itemsize
     buf = scratch.get(key)
     if buf is None or buf.nbytes < need:
@@ -203,9 +204,8 @@ def _concat_into(
     step = max(1, COPY_BYTES // max(first.nbytes, 1))
     row = 0
     for i in range(0, len(parts), step):
-        run = parts[i : i + step]
-        n = sum(p.shape[0] for p in run)
-        np.concatenate(run, out=out[row : row + n])
+        n = sum(counts[i : i + step])
+        np.concatenate(parts[i : i + step], out=out[row : row + n])
         row += n
     return out
 
@@ -357,7 +357,7 @@ def _column(
     values = None
     if batch_major:
         try:  # numpy checks that the examples' shapes agree
-            values = _concat_into(parts, *scratch, sum(counts)) if scratch else _concat(parts)
+            values = _concat_into(parts, *scratch, counts) if scratch else _concat(parts)
         except ValueError:
             values = None
     if values is None:
