@@ -10,9 +10,13 @@ Imports: L0-L4, grpc, the server's own modules.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import collections
+import functools
 import logging
 import time
+from collections.abc import Coroutine
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
@@ -366,21 +370,74 @@ _RPCS = (
 )
 
 
+class _Inbox:
+    """Coroutines handed from gRPC's threads to the event loop, each thread waiting on its own.
+
+    A burst of calls costs the loop one wake-up (``call_soon_threadsafe`` writes to the
+    loop's self-pipe), not one per call, and each waiting thread blocks on a bare lock
+    rather than a ``concurrent.futures.Future`` and its condition variable. No lock
+    guards the deque: appends and pops are atomic, and the drain clears its flag before
+    it empties the deque, so a call appended at any moment is drained by this drain or
+    by one its producer schedules (two producers may schedule one each: the second
+    drain finds nothing).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: collections.deque[tuple[Coroutine[Any, Any, Any], list[Any]]] = (
+            collections.deque()
+        )
+        self._scheduled = False
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the loop and wait for its result (on a gRPC thread)."""
+        done = _thread.allocate_lock()
+        done.acquire()
+        slot: list[Any] = [done, None, None]  # the lock, the result, the exception
+        self._calls.append((coro, slot))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
+        done.acquire()
+        if slot[2] is not None:
+            raise slot[2]
+        return slot[1]
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        calls, loop = self._calls, self._loop
+        while calls:
+            coro, slot = calls.popleft()
+            loop.create_task(coro).add_done_callback(functools.partial(_settle, slot))
+
+
+def _settle(slot: list[Any], task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        slot[2] = _Abort(grpc.StatusCode.UNAVAILABLE, "The server is shutting down.")
+    else:
+        exc = task.exception()
+        if exc is None:
+            slot[1] = task.result()
+        else:
+            slot[2] = exc
+    slot[0].release()
+
+
 def _on_loop(servicer: InferenceServicer, loop: asyncio.AbstractEventLoop) -> Any:
     """A sync servicer whose every RPC runs ``servicer``'s coroutine on ``loop``.
 
     Each RPC's thread waits on its coroutine, so the loop sees every in-flight request at
     once and the batcher forms batches across gRPC and REST alike.
     """
+    inbox = _Inbox(loop)
 
     def delegate(name: str) -> Any:
         method = getattr(servicer, name)
 
         def call(request: Any, context: Any) -> Any:
             ctx = _LoopContext(context, current_actor())
-            future = asyncio.run_coroutine_threadsafe(method(request, ctx), loop)
             try:
-                return future.result()
+                return inbox.run(method(request, ctx))
             except _Abort as a:
                 context.abort(a.code, a.details)
 
