@@ -116,6 +116,12 @@ class _FastCycle:
         self.disconnected = False
 
 
+def _internal(call: FastCall, exc: BaseException) -> Reply:
+    """The generic answer to an error that escaped the app (logged, never shown)."""
+    status, body, headers = error_body(exc, call.request_id)
+    return status, [(b"content-type", b"application/json"), *headers], body
+
+
 class _LimitedHttpTools(HttpToolsProtocol):
     max_header_bytes = 64 * 1024
     client_timeout_s = 10.0
@@ -263,7 +269,10 @@ class _LimitedHttpTools(HttpToolsProtocol):
         call = cycle.call
         call.bind()
         try:
-            reply = fast.answer(call, body)
+            try:
+                reply = fast.answer(call, body)
+            except Exception as exc:  # pragma: no cover - answer() turns errors into answers
+                reply = _internal(call, exc)
             if isinstance(reply, tuple):
                 self._reply(cycle, reply)
                 return
@@ -279,7 +288,8 @@ class _LimitedHttpTools(HttpToolsProtocol):
         if task.cancelled():  # the server is going down
             cycle.response_complete = True
             return
-        self._reply(cycle, task.result())
+        exc = task.exception()
+        self._reply(cycle, task.result() if exc is None else _internal(cycle.call, exc))
 
     def _reply(self, cycle: _FastCycle, reply: Reply) -> None:
         """Write the whole answer at once, then what uvicorn does after a response."""
