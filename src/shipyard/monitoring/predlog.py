@@ -108,6 +108,11 @@ class _Segment:
         fd = os.open(self.staged, os.O_RDONLY)
         try:
             os.fsync(fd)
+            if hasattr(os, "posix_fadvise"):
+                # written once, read rarely: hand its pages back to the kernel now, so the
+                # next segment's writes reuse them instead of taking fresh pages (on a VM
+                # a fresh page cost ~12x the copy: 2.2 against 0.18 ms per MB here)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
         os.replace(self.staged, self.final)
