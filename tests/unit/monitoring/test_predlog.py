@@ -141,6 +141,32 @@ def test_writer_thread_flushes_within_the_interval(tmp_path: Path) -> None:
     assert [r["request_id"] for r in iter_rows(tmp_path)] == ["a", "b"]
 
 
+def test_the_writer_releases_requests_at_once_and_commits_once_per_interval(
+    tmp_path: Path,
+) -> None:
+    log = _log(tmp_path, flush_interval_s=30).start()
+    try:
+        _request(log, "a", np.ones((1, 2), dtype=np.float32))
+        end = time.monotonic() + 5
+        while log.written_rows < 1 and time.monotonic() < end:
+            time.sleep(0.005)
+        # drained within DRAIN_S: the serving thread's tensors are no longer held ...
+        assert not log._queue and log.written_rows == 1
+        time.sleep(0.1)
+        _request(log, "b", np.ones((2, 2), dtype=np.float32))
+        while log.written_rows < 3 and time.monotonic() < end:
+            time.sleep(0.005)
+        # ... but nothing is committed before the interval: one staged file, no segment
+        assert log.written_rows == 3
+        assert not segment_paths(tmp_path)
+        assert len(list(tmp_path.glob("segments/m/1/.*.tmp"))) == 1
+    finally:
+        log.close()  # commits what is staged
+    assert len(segment_paths(tmp_path)) == 1
+    assert [r["request_id"] for r in iter_rows(tmp_path)] == ["a", "b", "b"]
+    assert not list(tmp_path.glob("segments/*/*/.*"))
+
+
 def test_rows_are_indexed_for_feedback(tmp_path: Path) -> None:
     store = FeedbackStore.open(tmp_path)
     log = PredictionLog(tmp_path, MonitoringSettings(), store=store)
