@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -186,6 +187,10 @@ async def serve_async(
         if alerts_config is None
         else _monitoring.start_alerts(alerts_config, dataplane, metrics, tracker)
     )
+    # What startup built (modules, models, settings) lives as long as the server: out of
+    # the collector's sight, a full collection no longer walks it. Under load a full
+    # collection had cost ~30 ms each, and a logged request ~2 µs of collections.
+    gc.freeze()
     if ready_event is not None:
         ready_event.set()
     try:
