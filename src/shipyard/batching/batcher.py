@@ -91,6 +91,7 @@ class DynamicBatcher(Generic[T, R]):
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._busy = False
+        self._soon = False  # a _run_soon is scheduled
         self.batches_run = 0
         self.items_run = 0
 
@@ -106,14 +107,93 @@ class DynamicBatcher(Generic[T, R]):
             self._closing = False
             self._task = asyncio.get_running_loop().create_task(self._dispatch_loop())
 
-    async def submit(self, item: T, *, deadline: float | None = None, key: Hashable = None) -> R:
-        """Queue one item and wait for its result.
+    def submit_soon(
+        self, item: T, *, deadline: float | None = None, key: Hashable = None
+    ) -> asyncio.Future[R]:
+        """Queue one item and return the future of its result, with no coroutine or task.
+
+        When the runner is idle, what is queued runs at the end of this loop turn (a
+        ``call_soon``, which runs after every request parsed in this turn has been queued):
+        a lone request runs one loop turn later, the same turn's requests run together.
+        With ``max_wait_ms`` or an executor, the dispatcher takes it instead.
 
         Raises:
-            Overloaded: the queue is full (raised at once).
-            DeadlineExceeded: ``deadline`` (clock time) passed before it ran.
-            ModelNotReady: the batcher is closed.
+            Overloaded, DeadlineExceeded, ModelNotReady: as :meth:`submit`, at once.
         """
+        future, _ = self._enqueue(item, deadline, key)
+        if not self._busy and not self._soon:
+            self._soon = True
+            future.get_loop().call_soon(self._run_soon)
+        return future
+
+    def _run_soon(self) -> None:
+        self._soon = False
+        if self._busy or not self._queue:
+            return  # a leader or the dispatcher is on it
+        if self.executor is not None or self.settings.max_wait_ms > 0 or self._wakeup is None:
+            if self._wakeup is not None:
+                self._wakeup.set()
+            return
+        self._busy = True
+        try:
+            while self._queue:
+                batch = self._take()
+                if batch:
+                    self._run_now(batch)
+        finally:
+            self._busy = False
+
+    def _run_now(self, batch: list[_Pending[T, R]]) -> None:
+        """:meth:`_run` on this thread, for a batcher with no executor (never suspends)."""
+        started = self.clock.now()
+        waited = started - batch[0].enqueued
+        try:
+            results = self._checked(batch, self.run_batch([p.item for p in batch]))
+        except Exception as exc:
+            if self.isolate_failures and len(batch) > 1:
+                for p in batch:
+                    self._settle_alone(p)
+            else:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+            return
+        finally:
+            self._count(len(batch), waited, started)
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
+
+    def _settle_alone(self, p: _Pending[T, R]) -> None:
+        if p.future.done():
+            return
+        try:
+            (result,) = self.run_batch([p.item])
+        except Exception as exc:
+            if not isinstance(exc, ShipyardError):
+                logger.debug("Item failed alone", exc_info=exc)
+            p.future.set_exception(exc)
+        else:
+            p.future.set_result(result)
+
+    @staticmethod
+    def _checked(batch: list[_Pending[T, R]], results: list[R]) -> list[R]:
+        if len(results) != len(batch):
+            raise InferenceError(
+                f"A batch of {len(batch)} must give {len(batch)} results. "
+                f"Got {len(results)} instead."
+            )
+        return results
+
+    def _count(self, size: int, waited: float, started: float) -> None:
+        self.batches_run += 1
+        self.items_run += size
+        if self.on_batch is not None:
+            self.on_batch(size, waited, self.clock.now() - started)
+
+    def _enqueue(
+        self, item: T, deadline: float | None, key: Hashable
+    ) -> tuple[asyncio.Future[R], _Pending[T, R]]:
         if self._task is None or self._closing or self._wakeup is None:
             from shipyard.errors import ModelNotReady
 
@@ -132,6 +212,17 @@ class DynamicBatcher(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         pending = _Pending(item, key, deadline, future, now)
         self._queue.append(pending)
+        return future, pending
+
+    async def submit(self, item: T, *, deadline: float | None = None, key: Hashable = None) -> R:
+        """Queue one item and wait for its result.
+
+        Raises:
+            Overloaded: the queue is full (raised at once).
+            DeadlineExceeded: ``deadline`` (clock time) passed before it ran.
+            ModelNotReady: the batcher is closed.
+        """
+        future, pending = self._enqueue(item, deadline, key)
         if not self._busy:
             # Nobody is running a batch: this caller leads, so a lone request costs one
             # loop turn, not a hand-off to the dispatcher task and back.
@@ -151,7 +242,7 @@ class DynamicBatcher(Generic[T, R]):
                 raise
             finally:
                 self._busy = False
-                if self._queue:
+                if self._queue and self._wakeup is not None:
                     self._wakeup.set()
         return await future
 
@@ -163,13 +254,8 @@ class DynamicBatcher(Generic[T, R]):
         try:
             results = self.run_batch([p.item])
         finally:
-            self.batches_run += 1
-            self.items_run += 1
-            if self.on_batch is not None:
-                self.on_batch(1, started - p.enqueued, self.clock.now() - started)
-        if len(results) != 1:
-            raise InferenceError(f"A batch of 1 must give 1 result. Got {len(results)} instead.")
-        return results[0]
+            self._count(1, started - p.enqueued, started)
+        return self._checked([p], results)[0]
 
     def _take(self) -> list[_Pending[T, R]]:
         """The next batch: the oldest live item and later items with its key."""
@@ -279,12 +365,7 @@ class DynamicBatcher(Generic[T, R]):
         waited = started - batch[0].enqueued
         items = [p.item for p in batch]
         try:
-            results = await self._call(items)
-            if len(results) != len(batch):
-                raise InferenceError(
-                    f"A batch of {len(batch)} must give {len(batch)} results. "
-                    f"Got {len(results)} instead."
-                )
+            results = self._checked(batch, await self._call(items))
         except Exception as exc:
             if self.isolate_failures and len(batch) > 1:
                 await self._run_alone(batch)
@@ -294,10 +375,7 @@ class DynamicBatcher(Generic[T, R]):
                         p.future.set_exception(exc)
             return
         finally:
-            self.batches_run += 1
-            self.items_run += len(batch)
-            if self.on_batch is not None:
-                self.on_batch(len(batch), waited, self.clock.now() - started)
+            self._count(len(batch), waited, started)
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)

@@ -17,10 +17,10 @@
   scope dict, no task per request, no message dicts, one write of the whole answer.
   The token is checked as AuthMiddleware would (``FastRoute.admit``). The request is
   decoded, run and encoded inside the parser's message-complete callback when its model
-  runs inline; a batching model's request becomes one task whose answer is written when
-  its batch is done. Anything else (other routes, ``Expect: 100-continue``, escapes or a
-  query in the path, a request behind an unanswered one on the same connection) takes
-  the ordinary ASGI path.
+  runs inline; a batching model's request is queued (no task) and answered from its
+  future when its batch, run at the end of the loop turn, is done. Anything else (other
+  routes, ``Expect: 100-continue``, escapes or a query in the path, a request behind an
+  unanswered one on the same connection) takes the ordinary ASGI path.
 * **Keep-alive** is timed by the same sweep (an idle deadline, no loop timer per request).
 * **Malformed requests** (bad framing, both ``Content-Length`` and ``Transfer-Encoding``,
   duplicate ``Content-Length``, obs-fold) are refused by httptools; the client gets 400
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -67,6 +66,14 @@ class FastCall(Protocol):
     def unbind(self) -> None: ...
 
 
+class FastLater(Protocol):
+    """An answer waiting for its batch (``app.Later``)."""
+
+    future: asyncio.Future[Any]
+
+    def finish(self, future: asyncio.Future[Any]) -> Reply: ...
+
+
 class FastRoute(Protocol):
     """What the fast path needs of the app (``InferenceApp`` and its ``InferCall``)."""
 
@@ -78,7 +85,7 @@ class FastRoute(Protocol):
 
     def admit(self, call: Any, client: tuple[str, int] | None) -> Reply | None: ...
 
-    def answer(self, call: Any, body: bytes) -> Reply | Awaitable[Reply]: ...
+    def answer(self, call: Any, body: bytes) -> Reply | FastLater: ...
 
     def failed(self, call: Any, exc: BaseException) -> Reply: ...
 
@@ -273,23 +280,19 @@ class _LimitedHttpTools(HttpToolsProtocol):
                 reply = fast.answer(call, body)
             except Exception as exc:  # pragma: no cover - answer() turns errors into answers
                 reply = _internal(call, exc)
-            if isinstance(reply, tuple):
-                self._reply(cycle, reply)
-                return
-            # waits for a batch: one task, counted with uvicorn's so that a drain waits
-            task: asyncio.Task[Reply] = self.loop.create_task(reply)  # type: ignore[arg-type]
         finally:
             call.unbind()
-        self.tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(lambda t: self._answered(cycle, t))
+        if isinstance(reply, tuple):
+            self._reply(cycle, reply)
+        else:  # it waits for its batch: answered from the batch's future (no task)
+            reply.future.add_done_callback(lambda f: self._answered(cycle, reply, f))
 
-    def _answered(self, cycle: _FastCycle, task: asyncio.Task[Reply]) -> None:
-        self.tasks.discard(task)
-        if task.cancelled():  # the server is going down
-            cycle.response_complete = True
-            return
-        exc = task.exception()
-        self._reply(cycle, task.result() if exc is None else _internal(cycle.call, exc))
+    def _answered(self, cycle: _FastCycle, later: FastLater, future: asyncio.Future[Any]) -> None:
+        try:
+            reply = later.finish(future)
+        except Exception as exc:  # pragma: no cover - finish() turns errors into answers
+            reply = _internal(cycle.call, exc)
+        self._reply(cycle, reply)
 
     def _reply(self, cycle: _FastCycle, reply: Reply) -> None:
         """Write the whole answer at once, then what uvicorn does after a response."""

@@ -13,11 +13,12 @@ Imports: L0-L4, starlette.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,13 @@ from starlette.routing import Route
 
 from shipyard._utils.version import __version__
 from shipyard.config import ServerSettings, Settings
-from shipyard.errors import InvalidData, ModelNotFound, PayloadTooLarge, ShipyardError
+from shipyard.errors import (
+    InvalidData,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    ShipyardError,
+)
 from shipyard.logs import request_id_var, trace_id_from_traceparent, trace_id_var
 from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "InferCall",
     "InferenceApp",
+    "Later",
     "Reply",
     "create_app",
     "create_management_app",
@@ -127,6 +135,34 @@ Arrays = dict[str, Any]
 
 _INFER_PREFIX = b"/v2/models/"
 _INFER_SUFFIX = b"/infer"
+
+
+class Later:
+    """An answer that waits for its batch.
+
+    It holds the batcher's future, and ``finish``, which makes the answer once the future
+    is settled (called once; it never raises).
+
+    The HTTP fast path adds ``finish`` as the future's callback; the ASGI path awaits it.
+    """
+
+    __slots__ = ("finish", "future")
+
+    def __init__(
+        self, future: asyncio.Future[Arrays], finish: Callable[[asyncio.Future[Arrays]], Reply]
+    ) -> None:
+        self.future = future
+        self.finish = finish
+
+    def __await__(self) -> Generator[Any, None, Reply]:
+        try:
+            yield from self.future
+        except asyncio.CancelledError:
+            if not self.future.cancelled():
+                raise  # pragma: no cover - cancelled on its own: the future is cancelled too
+        except Exception:
+            pass
+        return self.finish(self.future)
 
 
 class InferCall:
@@ -295,10 +331,10 @@ class InferenceApp:
             ),
         )
 
-    def answer(self, call: InferCall, body: bytes) -> Reply | Awaitable[Reply]:
+    def answer(self, call: InferCall, body: bytes) -> Reply | Later:
         """Decode, run and encode one request whose body has arrived.
 
-        Returns the answer, or an awaitable of it when the request waits for a batch.
+        Returns the answer, or a :class:`Later` when the request waits for its batch.
         Never raises: an error becomes its error answer.
         """
         path = call.path
@@ -322,8 +358,10 @@ class InferenceApp:
                 model, request.tensors(), deadline=request.deadline(call.timeout_ms), key=request.id
             )
             if not isinstance(outputs, dict):
-                handed_on = True  # the coroutine holds the version from here
-                return self._answer_later(call, model, request, outputs, parts[0])
+                handed_on = True  # the Later holds the version from here
+                return Later(
+                    outputs, functools.partial(self._settled, call, model, request, parts[0])
+                )
             return self._encoded(call, model, request, outputs, parts[0])
         except Exception as exc:
             return self.failed(call, exc, model)
@@ -331,17 +369,21 @@ class InferenceApp:
             if not handed_on:
                 model.inflight -= 1
 
-    async def _answer_later(
+    def _settled(
         self,
         call: InferCall,
         model: ServedModel,
         request: codec.InferRequest,
-        pending: Awaitable[Arrays],
         name: str,
+        future: asyncio.Future[Arrays],
     ) -> Reply:
         try:
-            outputs = await pending
-            return self._encoded(call, model, request, outputs, name)
+            if future.cancelled():
+                raise ModelNotReady(
+                    "The request must run before the server stops. The server stopped first.",
+                    hint="Retry against a running server.",
+                )
+            return self._encoded(call, model, request, future.result(), name)
         except Exception as exc:
             return self.failed(call, exc, model)
         finally:

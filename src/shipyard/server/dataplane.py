@@ -349,15 +349,25 @@ class DataPlane:
         *,
         deadline: float | None = None,
         key: str | None = None,
-    ) -> Arrays | Awaitable[Arrays]:
-        """As :meth:`infer`, but a model that does not batch runs at once.
+    ) -> Arrays | asyncio.Future[Arrays]:
+        """As :meth:`infer`, with no coroutine: the outputs, or the future of them.
 
-        Its outputs come back as a dict, with no coroutine to create and await; a batching
-        model's request comes back as an awaitable, as from :meth:`infer`.
+        A model that does not batch runs at once and its outputs come back as a dict. A
+        batching model's request is queued with ``submit_soon``: its batch runs at the end
+        of this loop turn with the requests parsed in the same turn, and a future of its
+        outputs comes back (no task per request).
         """
-        if model.batcher is None:
+        batcher = model.batcher
+        if batcher is None:
             return self.run_inline(model, inputs, deadline, key)
-        return self.infer(model, inputs, deadline=deadline, key=key)
+        # checked before queueing, so a bad request fails alone with its own shapes
+        checked = model.check(inputs)
+        item: Any = checked
+        if model.log is not None:
+            # the batch that runs it records it (ServedModel._run_logged_batch)
+            request_id = request_id_var.get() or _fallback_request_id()
+            item = LoggedItem(checked, request_id, key, time.perf_counter())
+        return batcher.submit_soon(item, deadline=deadline, key=shape_key(checked))
 
     async def _inline(
         self, model: ServedModel, inputs: Arrays, deadline: float | None, key: str | None

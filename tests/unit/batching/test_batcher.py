@@ -219,3 +219,85 @@ def test_on_batch_hook_reports_sizes() -> None:
         assert sum(sizes) == 8
 
     run(main)
+
+
+# ---- submit_soon: no coroutine per request ---------------------------------------------
+
+
+def test_submit_soon_runs_one_turns_requests_as_one_batch_at_the_end_of_the_turn() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b = DynamicBatcher(rec, BatchingSettings(max_batch_size=4, max_wait_ms=0))
+        await b.start()
+        await asyncio.sleep(0)  # the dispatcher settles into its wait
+        futures = [b.submit_soon(i, key=i % 2) for i in range(10)]
+        assert rec.batches == []  # nothing runs before the turn ends
+        assert not any(f.done() for f in futures)
+        await asyncio.sleep(0)
+        assert all(f.done() for f in futures)
+        assert [f.result() for f in futures] == [i * 10 for i in range(10)]
+        # one key per batch, at most max_batch_size, in arrival order
+        assert rec.batches == [[0, 2, 4, 6], [1, 3, 5, 7], [8], [9]]
+        lone = b.submit_soon(42)
+        assert await lone == 420
+        assert rec.batches[-1] == [42]
+        await b.aclose()
+
+    run(main)
+
+
+def test_submit_soon_fails_a_poisoned_item_alone_and_refuses_at_once() -> None:
+    async def main() -> None:
+        rec = Recorder(fail_on={3})
+        clock = ManualClock()
+        b = DynamicBatcher(rec, BatchingSettings(max_batch_size=8, max_queue_size=4), clock=clock)
+        await b.start()
+        await asyncio.sleep(0)  # the dispatcher settles into its wait
+        with pytest.raises(DeadlineExceeded):
+            b.submit_soon(98, deadline=clock.now())
+        futures = [b.submit_soon(i) for i in range(4)]
+        with pytest.raises(Overloaded):
+            b.submit_soon(99)  # the queue holds 4
+        await asyncio.sleep(0)
+        assert [f.result() for f in futures[:3]] == [0, 10, 20]
+        with pytest.raises(InferenceError):
+            futures[3].result()
+        assert rec.batches[0] == [0, 1, 2, 3]  # tried together, then one by one
+        await b.aclose()
+        with pytest.raises(ModelNotReady):
+            b.submit_soon(1)
+
+    run(main)
+
+
+def test_submit_soon_with_max_wait_is_run_by_the_dispatcher() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b = DynamicBatcher(rec, BatchingSettings(max_batch_size=4, max_wait_ms=5))
+        await b.start()
+        await asyncio.sleep(0)  # the dispatcher settles into its wait
+        futures = [b.submit_soon(i) for i in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*futures), timeout=5)
+        assert results == [0, 10, 20]
+        assert sorted(i for batch in rec.batches for i in batch) == [0, 1, 2]
+        await b.aclose()
+
+    run(main)
+
+
+def test_submit_soon_and_submit_share_batches_and_never_mix_results() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b = DynamicBatcher(
+            rec, BatchingSettings(max_batch_size=64, max_wait_ms=0, max_queue_size=1000)
+        )
+        await b.start()
+        await asyncio.sleep(0)  # the dispatcher settles into its wait
+        soon = [b.submit_soon(i) for i in range(0, 500, 2)]
+        awaited = [asyncio.ensure_future(b.submit(i)) for i in range(1, 500, 2)]
+        got = await asyncio.gather(*soon, *awaited)
+        assert got == [i * 10 for i in range(0, 500, 2)] + [i * 10 for i in range(1, 500, 2)]
+        assert sorted(i for batch in rec.batches for i in batch) == list(range(500))
+        await b.aclose()
+
+    run(main)
