@@ -150,16 +150,25 @@ class DynamicBatcher(Generic[T, R]):
         try:
             results = self._checked(batch, self.run_batch([p.item for p in batch]))
         except Exception as exc:
-            if self.isolate_failures and len(batch) > 1:
+            if self._isolating(batch, exc):
                 for p in batch:
                     self._settle_alone(p)
-            else:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
             return
         finally:
             self._count(len(batch), waited, started)
+        self._resolve(batch, results)
+
+    def _isolating(self, batch: list[_Pending[T, R]], exc: Exception) -> bool:
+        """After a failed batch: True to retry its items alone, else fail them all."""
+        if self.isolate_failures and len(batch) > 1:
+            return True
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(exc)
+        return False
+
+    @staticmethod
+    def _resolve(batch: list[_Pending[T, R]], results: list[R]) -> None:
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)
@@ -170,11 +179,15 @@ class DynamicBatcher(Generic[T, R]):
         try:
             (result,) = self.run_batch([p.item])
         except Exception as exc:
-            if not isinstance(exc, ShipyardError):
-                logger.debug("Item failed alone", exc_info=exc)
-            p.future.set_exception(exc)
+            self._failed_alone(p, exc)
         else:
             p.future.set_result(result)
+
+    @staticmethod
+    def _failed_alone(p: _Pending[T, R], exc: Exception) -> None:
+        if not isinstance(exc, ShipyardError):
+            logger.debug("Item failed alone", exc_info=exc)
+        p.future.set_exception(exc)
 
     @staticmethod
     def _checked(batch: list[_Pending[T, R]], results: list[R]) -> list[R]:
@@ -367,18 +380,12 @@ class DynamicBatcher(Generic[T, R]):
         try:
             results = self._checked(batch, await self._call(items))
         except Exception as exc:
-            if self.isolate_failures and len(batch) > 1:
+            if self._isolating(batch, exc):
                 await self._run_alone(batch)
-            else:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
             return
         finally:
             self._count(len(batch), waited, started)
-        for p, result in zip(batch, results, strict=True):
-            if not p.future.done():
-                p.future.set_result(result)
+        self._resolve(batch, results)
 
     async def _run_alone(self, batch: list[_Pending[T, R]]) -> None:
         for p in batch:
@@ -387,9 +394,7 @@ class DynamicBatcher(Generic[T, R]):
             try:
                 (result,) = await self._call([p.item])
             except Exception as exc:
-                if not isinstance(exc, ShipyardError):
-                    logger.debug("Item failed alone", exc_info=exc)
-                p.future.set_exception(exc)
+                self._failed_alone(p, exc)
             else:
                 p.future.set_result(result)
 
