@@ -270,3 +270,34 @@ def test_requests_left_to_asgi_are_answered(fast: RunningServer) -> None:
         # and the connection still serves the fast path afterwards
         sock.sendall(_infer("/v2/models/tiny/infer", x))
         assert reader.response()[0] == 200
+
+
+def test_stopping_finishes_batched_requests_in_flight(home: Path, tmp_path: Path) -> None:
+    import threading
+
+    import httpx
+
+    from shipyard.runtime import FakeRuntime
+
+    settings = server_settings(home, batching={"max_batch_size": 8})
+    reg = ModelRegistry.open(settings)
+    register_tiny(reg, tmp_path, "slow")
+    reg.close()
+    server = start_server(["slow"], settings, runtime_factory=lambda rs: FakeRuntime(400))
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    statuses: list[int] = []
+
+    def call() -> None:
+        with httpx.Client(timeout=20) as c:
+            statuses.append(c.post(f"{server.http}/v2/models/slow/infer", json=body).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # the requests are in their batch (the runtime takes 0.4 s)
+    started = time.monotonic()
+    stop_server(server)  # sets the stop event and waits for the server to finish
+    for t in threads:
+        t.join(20)
+    assert statuses == [200, 200, 200, 200]
+    assert time.monotonic() - started < 15
