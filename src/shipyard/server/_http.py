@@ -37,16 +37,10 @@ from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from shipyard.errors import (
-    HeadersTooLarge,
-    MalformedRequest,
-    PayloadTooLarge,
-    RequestTimeout,
-    ShipyardError,
-)
-from shipyard.server.errors import error_body
+from shipyard.errors import HeadersTooLarge, MalformedRequest, RequestTimeout, ShipyardError
+from shipyard.server.errors import body_too_large, error_body
 
-__all__ = ["FastRoute", "limited_http_protocol"]
+__all__ = ["FastRoute", "Reply", "limited_http_protocol"]
 
 logger = logging.getLogger("shipyard.server")
 
@@ -55,6 +49,7 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header 
 
 
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""An answer: status, headers (besides content-length and x-request-id), body."""
 
 
 class FastCall(Protocol):
@@ -244,17 +239,7 @@ class _LimitedHttpTools(HttpToolsProtocol):
         assert fast is not None
         if cycle.size > fast.max_body:
             cycle.keep_alive = False
-            self._reply(
-                cycle,
-                fast.failed(
-                    cycle.call,
-                    PayloadTooLarge(
-                        f"A request body must be at most {fast.max_body} bytes. "
-                        "Got more than that instead.",
-                        hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the batch.",
-                    ),
-                ),
-            )
+            self._reply(cycle, fast.failed(cycle.call, body_too_large(fast.max_body)))
             return
         cycle.body.append(body)
 

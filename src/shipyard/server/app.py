@@ -41,9 +41,10 @@ from shipyard.logs import request_id_var, trace_id_from_traceparent, trace_id_va
 from shipyard.monitoring.metrics import CONTENT_TYPE_LATEST
 from shipyard.server import codec
 from shipyard.server._auth import AuthMiddleware, auth_enabled, make_authenticator, refusal
+from shipyard.server._http import Reply
 from shipyard.server._json import loads
 from shipyard.server.dataplane import DataPlane, ServedModel
-from shipyard.server.errors import error_body
+from shipyard.server.errors import body_too_large, error_body
 from shipyard.server.tfserving import tfserving_routes
 from shipyard.spec import ModelRef
 
@@ -109,10 +110,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(
-                f"A request body must be at most {limit} bytes. Got more than that instead.",
-                hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the batch.",
-            )
+            raise body_too_large(limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -129,9 +127,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return await _read_body(request.receive, limit)
 
 
-Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 Arrays = dict[str, Any]
-"""An answer: status, headers (besides content-length), body."""
 
 _INFER_PREFIX = b"/v2/models/"
 _INFER_SUFFIX = b"/infer"
@@ -235,7 +231,7 @@ class InferenceApp:
     Serves ``POST /v2/models/{name}[/versions/{v}]/infer`` itself and hands every other
     request to ``fallback``. The same requests can also be answered without ASGI, by
     the HTTP protocol (``_http.py``): :meth:`accepts`, :class:`InferCall`,
-    :meth:`refuse_early`, :meth:`answer` and :meth:`finish` are that protocol's side.
+    :meth:`admit`, :meth:`answer` and :meth:`finish` are that protocol's side.
     """
 
     def __init__(self, dataplane: DataPlane, settings: ServerSettings, fallback: ASGIApp) -> None:
@@ -322,14 +318,7 @@ class InferenceApp:
         """The 413 answer when the declared body is too large (before it is read)."""
         if call.content_length <= self.max_body:
             return None
-        return self.failed(
-            call,
-            PayloadTooLarge(
-                f"A request body must be at most {self.max_body} bytes. "
-                f"Got {call.content_length} instead.",
-                hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the batch.",
-            ),
-        )
+        return self.failed(call, body_too_large(self.max_body, call.content_length))
 
     def answer(self, call: InferCall, body: bytes) -> Reply | Later:
         """Decode, run and encode one request whose body has arrived.

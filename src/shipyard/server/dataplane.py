@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +184,20 @@ class ServedModel:
         return split(outputs, offsets)
 
 
+def _batch_item(model: ServedModel, inputs: Arrays, key: str | None) -> tuple[Any, Hashable]:
+    """What a batching model's batcher queues for one request, and its shape key.
+
+    The inputs are checked before queueing, so a bad request fails alone with its own
+    shapes; with the log on, the item carries what the batch that runs it records
+    (ServedModel._run_logged_batch).
+    """
+    checked = model.check(inputs)
+    if model.log is None:
+        return checked, shape_key(checked)
+    request_id = request_id_var.get() or _fallback_request_id()
+    return LoggedItem(checked, request_id, key, time.perf_counter()), shape_key(checked)
+
+
 class _Hold:
     """Counts a request as in flight on a served model.
 
@@ -331,16 +345,8 @@ class DataPlane:
         batcher = model.batcher
         if batcher is None:
             return self._inline(model, inputs, deadline, key)
-        log = model.log
-        if log is not None:
-            checked = model.check(inputs)
-            # the batch that runs it records it (ServedModel._run_logged_batch)
-            request_id = request_id_var.get() or _fallback_request_id()
-            item = LoggedItem(checked, request_id, key, time.perf_counter())
-            return batcher.submit(item, deadline=deadline, key=shape_key(checked))
-        # checked before queueing, so a bad request fails alone with its own shapes
-        checked = model.check(inputs)
-        return batcher.submit(checked, deadline=deadline, key=shape_key(checked))
+        item, shape = _batch_item(model, inputs, key)
+        return batcher.submit(item, deadline=deadline, key=shape)
 
     def infer_now(
         self,
@@ -360,14 +366,8 @@ class DataPlane:
         batcher = model.batcher
         if batcher is None:
             return self.run_inline(model, inputs, deadline, key)
-        # checked before queueing, so a bad request fails alone with its own shapes
-        checked = model.check(inputs)
-        item: Any = checked
-        if model.log is not None:
-            # the batch that runs it records it (ServedModel._run_logged_batch)
-            request_id = request_id_var.get() or _fallback_request_id()
-            item = LoggedItem(checked, request_id, key, time.perf_counter())
-        return batcher.submit_soon(item, deadline=deadline, key=shape_key(checked))
+        item, shape = _batch_item(model, inputs, key)
+        return batcher.submit_soon(item, deadline=deadline, key=shape)
 
     async def _inline(
         self, model: ServedModel, inputs: Arrays, deadline: float | None, key: str | None

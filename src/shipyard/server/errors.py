@@ -17,7 +17,7 @@ import orjson
 
 from shipyard import errors
 
-__all__ = ["HTTP_STATUS", "error_body", "status_for"]
+__all__ = ["HTTP_STATUS", "body_too_large", "error_body", "status_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +76,15 @@ def error_body(exc: BaseException, request_id: str) -> tuple[int, bytes, list[tu
     if retry is not None:
         headers.append((b"retry-after", retry.encode()))
     return int(status), orjson.dumps(body), headers
+
+
+def body_too_large(limit: int, got: int | None = None) -> errors.PayloadTooLarge:
+    """The 413 error of a V2 infer body past ``limit`` bytes.
+
+    ``got`` is its declared size, or None when it was counted while streaming in.
+    """
+    seen = "more than that" if got is None else str(got)
+    return errors.PayloadTooLarge(
+        f"A request body must be at most {limit} bytes. Got {seen} instead.",
+        hint="Raise SHIPYARD_SERVER__MAX_BODY_BYTES or split the batch.",
+    )
